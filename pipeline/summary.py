@@ -1,0 +1,97 @@
+"""The end-of-run summary: per event type read / dropped / sent / rejected, and the balance check."""
+import json
+from collections import defaultdict
+from typing import Dict
+
+from apache_beam.metrics.metric import MetricsFilter
+
+from transforms import counts
+from transforms.events import BY_CURRENTS_TYPE, EVENTS
+
+
+def _event_name(event_type: str) -> str:
+    spec = BY_CURRENTS_TYPE.get(event_type)
+    return spec.segment_event if spec else (event_type or 'unknown')
+
+
+class Summary:
+    """Built from the run's committed counters (attempted where a runner has no committed)."""
+
+    def __init__(self, values: Dict[str, int]):
+        self.values = values
+
+    @classmethod
+    def from_result(cls, result) -> 'Summary':
+        query = result.metrics().query(MetricsFilter().with_namespace(counts.NAMESPACE))
+        values = defaultdict(int)
+        for c in query['counters']:
+            values[c.key.metric.name] += c.result or 0
+        return cls(dict(values))
+
+    def as_dict(self) -> dict:
+        by_event = {}
+        totals = defaultdict(int)
+        reasons = {}
+        skipped = {}
+        for name, value in self.values.items():
+            kind, key = counts.split_name(name)
+            if kind in (counts.READ, counts.DROPPED, counts.SENT, counts.REJECTED):
+                row = by_event.setdefault(_event_name(key), {
+                    'read': 0, 'dropped_no_external_user_id': 0, 'sent': 0, 'rejected': 0})
+                column = 'dropped_no_external_user_id' if kind == counts.DROPPED else kind
+                row[column] += value
+                totals[column] += value
+            elif kind == counts.REASON:
+                reasons[key] = value
+            elif kind == counts.FILES_SKIPPED:
+                skipped[key] = value
+        order = {e.segment_event: i for i, e in enumerate(EVENTS)}
+        return {
+            'read': totals['read'],
+            'dropped_no_external_user_id': totals['dropped_no_external_user_id'],
+            'sent': totals['sent'],
+            'rejected': totals['rejected'],
+            'files_read': self.values.get(counts.FILES_READ, 0),
+            'files_skipped': sum(skipped.values()),
+            'files_rejected': self.values.get(counts.FILES_REJECTED, 0),
+            'by_event': dict(sorted(by_event.items(), key=lambda kv: order.get(kv[0], 99))),
+            'rejected_by_reason': dict(sorted(reasons.items())),
+            'files_skipped_by_reason': {
+                {'skip_type': 'other_event_type', 'skip_range': 'outside_start_end',
+                 'skip_not_avro': 'not_avro_name'}.get(k, k): v
+                for k, v in sorted(skipped.items())},
+            'requests': self.values.get('requests', 0),
+            'requests_retried': self.values.get('requests_retried', 0),
+        }
+
+    @property
+    def balanced(self) -> bool:
+        d = self.as_dict()
+        if d['read'] != d['dropped_no_external_user_id'] + d['sent'] + d['rejected']:
+            return False
+        return all(r['read'] == r['dropped_no_external_user_id'] + r['sent'] + r['rejected']
+                   for r in d['by_event'].values())
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), indent=2)
+
+    def table(self) -> str:
+        d = self.as_dict()
+        head = f'{"Segment event":<34}{"read":>10}{"dropped":>10}{"sent":>10}{"rejected":>10}'
+        lines = [head, '-' * len(head)]
+        for name, r in d['by_event'].items():
+            lines.append(f'{name:<34}{r["read"]:>10}{r["dropped_no_external_user_id"]:>10}'
+                         f'{r["sent"]:>10}{r["rejected"]:>10}')
+        lines.append('-' * len(head))
+        lines.append(f'{"total":<34}{d["read"]:>10}{d["dropped_no_external_user_id"]:>10}'
+                     f'{d["sent"]:>10}{d["rejected"]:>10}')
+        lines.append(f'files: {d["files_read"]} read, {d["files_skipped"]} skipped, '
+                     f'{d["files_rejected"]} unreadable')
+        if d['rejected_by_reason']:
+            lines.append('rejects by reason: ' + ', '.join(
+                f'{k} {v}' for k, v in d['rejected_by_reason'].items()))
+        if d['requests']:
+            lines.append(f'requests: {d["requests"]} ({d["requests_retried"]} retried)')
+        lines.append('balance: read = dropped + sent + rejected ' +
+                     ('OK' if self.balanced else 'MISMATCH'))
+        return '\n'.join(lines)

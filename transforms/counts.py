@@ -1,0 +1,26 @@
+"""Beam counters that the end-of-run summary is built from (one namespace, keyed names).
+
+Counters are committed per successful bundle, so a retried bundle is not counted twice.
+"""
+from apache_beam.metrics import Metrics
+
+NAMESPACE = 'currents_to_segment'
+READ, DROPPED, SENT, REJECTED, REASON = 'read', 'dropped', 'sent', 'rejected', 'reason'
+FILES_READ, FILES_SKIPPED, FILES_REJECTED = 'files_read', 'files_skipped', 'files_rejected'
+SEP = '|'
+
+_cache = {}
+
+
+def counter(kind: str, key: str = ''):
+    """The counter for e.g. ('read', 'users.messages.email.Send'); created once per process."""
+    name = f'{kind}{SEP}{key}' if key else kind
+    found = _cache.get(name)
+    if found is None:
+        found = _cache[name] = Metrics.counter(NAMESPACE, name)
+    return found
+
+
+def split_name(name: str):
+    kind, _, key = name.partition(SEP)
+    return kind, key

@@ -1,0 +1,112 @@
+"""Currents record → Segment `track` message, exactly as Braze's connector maps it (SPEC §3).
+
+Pure functions: no Beam here, so the mapping is tested fast and reused by the replay path.
+"""
+import json
+import time
+from typing import Any, Dict, Optional, Tuple, Union
+
+from transforms.events import BY_CURRENTS_TYPE, COMMON_PROPERTIES, EventSpec
+from transforms.model import INVALID_RECORD, MESSAGE_ID_TOO_LONG
+
+MAX_MESSAGE_ID_CHARS = 100
+LIBRARY_NAME = 'currents-to-segment'
+
+
+class Dropped(str):
+    """Marker result: the event is dropped (no external_user_id), not rejected."""
+
+
+DROPPED = Dropped('dropped_no_external_user_id')
+
+
+class Invalid(Exception):
+    """The record cannot become a message; `reason` is a SPEC §5 reject reason."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def as_string(value: Any) -> str:
+    """The connector documents every property as String: true/false, decimal numbers."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return 'true' if value else 'false'
+    if isinstance(value, (int, float)):
+        return repr(value) if isinstance(value, float) else str(value)
+    return json.dumps(value, ensure_ascii=False, separators=(',', ':'), default=str)
+
+
+def iso_timestamp(seconds: int) -> str:
+    """Unix seconds (UTC) → ISO-8601 with milliseconds and Z."""
+    return time.strftime('%Y-%m-%dT%H:%M:%S.000Z', time.gmtime(seconds))
+
+
+def _present(value: Any) -> bool:
+    return value is not None and not (isinstance(value, str) and not value.strip())
+
+
+class MessageMapper:
+    """Builds messages for one run's settings (prefix, library version, integrations)."""
+
+    def __init__(self, message_id_prefix: str = '', library_version: str = '',
+                 integrations: Optional[Dict[str, Any]] = None):
+        self.prefix = message_id_prefix or ''
+        self.library = {'name': LIBRARY_NAME, 'version': library_version}
+        self.integrations = integrations
+
+    def to_message(self, event_type: str, record: Dict[str, Any]) -> Union[Dict[str, Any], Dropped]:
+        """The Segment message for a record, or DROPPED; raises Invalid for bad records."""
+        spec: EventSpec = BY_CURRENTS_TYPE[event_type]
+        get = record.get
+        external_id = get('external_user_id')
+        if not _present(external_id):
+            return DROPPED
+        event_id = get('id')
+        if not _present(event_id):
+            raise Invalid(INVALID_RECORD, 'record has no id')
+        seconds = get('time')
+        if isinstance(seconds, bool) or not isinstance(seconds, int):
+            raise Invalid(INVALID_RECORD, 'record has no integer time' if seconds is None
+                          else f'time is not an integer: {seconds!r}')
+        try:
+            timestamp = iso_timestamp(seconds)
+        except (OverflowError, OSError, ValueError):
+            raise Invalid(INVALID_RECORD, f'time out of range: {seconds}') from None
+        message_id = self.prefix + as_string(event_id)
+        if len(message_id) > MAX_MESSAGE_ID_CHARS:
+            raise Invalid(MESSAGE_ID_TOO_LONG,
+                          f'messageId has {len(message_id)} characters, Segment allows '
+                          f'{MAX_MESSAGE_ID_CHARS}')
+        properties = {}
+        for name in COMMON_PROPERTIES:
+            value = get(name)
+            if value is not None:
+                properties[name] = as_string(value)
+        for segment_name, field in spec.properties:
+            value = get(field)
+            if value is not None:
+                properties[segment_name] = as_string(value)
+        message = {'type': 'track', 'event': spec.segment_event, 'userId': as_string(external_id)}
+        user_id = get('user_id')
+        if _present(user_id):
+            message['anonymousId'] = as_string(user_id)
+        message['messageId'] = message_id
+        message['timestamp'] = timestamp
+        message['properties'] = properties
+        context: Dict[str, Any] = {}
+        if spec.is_email and get('email_address') is not None:
+            context['traits'] = {'email': as_string(get('email_address'))}
+        context['library'] = self.library
+        message['context'] = context
+        if self.integrations is not None:
+            message['integrations'] = self.integrations
+        return message
+
+
+def serialize(message: Dict[str, Any]) -> bytes:
+    """Compact UTF-8 JSON: the exact bytes that go into the request body."""
+    return json.dumps(message, ensure_ascii=False, separators=(',', ':')).encode('utf-8')

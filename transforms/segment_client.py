@@ -1,0 +1,211 @@
+"""Delivery of one batch to Segment's batch endpoint, whatever Segment answers (SPEC §4).
+
+Beam-free: the sending DoFn wraps it; unit tests drive it with a fake session and clock.
+"""
+import base64
+import datetime
+import gzip
+import json
+import random
+import threading
+import time
+from collections import Counter
+from typing import Callable, List, Optional, Sequence
+
+import requests
+
+from transforms.model import (RETRIES_EXHAUSTED, SEGMENT_REJECTED, Reject, SegmentBatch,
+                              SegmentMessage, reject_for_message)
+from transforms.retry import (CONFIG, OK, RETRY, SPLIT, backoff_seconds, classify,
+                              retry_after_seconds)
+
+US_ENDPOINT = 'https://api.segment.io/v1/batch'
+EU_ENDPOINT = 'https://events.eu1.segmentapis.com/v1/batch'
+TRANSIENT_ERRORS = (requests.ConnectionError, requests.Timeout,
+                    requests.exceptions.ChunkedEncodingError)
+
+
+class SegmentConfigurationError(RuntimeError):
+    """Segment refused the configuration (401/403/404): the run must stop, not retry."""
+
+
+def sent_at_now() -> str:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return now.strftime('%Y-%m-%dT%H:%M:%S.') + f'{now.microsecond // 1000:03d}Z'
+
+
+def basic_auth(write_key: str) -> str:
+    return 'Basic ' + base64.b64encode(f'{write_key}:'.encode('utf-8')).decode('ascii')
+
+
+class RateLimiter:
+    """Spaces requests so events/s stays at a target, and pauses everyone after a 429.
+
+    Each acquire reserves the next slot (n events / rate), so the long-run rate is exact rather
+    than bursty; shared by all sender threads of a process.
+    """
+
+    def __init__(self, events_per_second: float = 0.0, clock=time.monotonic, sleep=time.sleep):
+        self.rate = events_per_second
+        self.clock = clock
+        self.sleep = sleep
+        self.lock = threading.Lock()
+        self.next_free = 0.0
+        self.paused_until = 0.0
+
+    def acquire(self, events: int) -> float:
+        with self.lock:
+            now = self.clock()
+            start = max(now, self.paused_until)
+            if self.rate > 0:
+                start = max(start, self.next_free)
+                self.next_free = start + events / self.rate
+        wait = start - now
+        if wait > 0:
+            self.sleep(wait)
+        return max(wait, 0.0)
+
+    def pause(self, seconds: float) -> None:
+        with self.lock:
+            self.paused_until = max(self.paused_until, self.clock() + seconds)
+
+
+_shared_limiters = {}
+_shared_lock = threading.Lock()
+
+
+def shared_rate_limiter(events_per_second: float) -> RateLimiter:
+    """One limiter per process and rate, so every DoFn instance and thread draws on it."""
+    with _shared_lock:
+        limiter = _shared_limiters.get(events_per_second)
+        if limiter is None:
+            limiter = _shared_limiters[events_per_second] = RateLimiter(events_per_second)
+        return limiter
+
+
+class DeliveryOutcome:
+    """What became of a batch: messages accepted, rejects, and request statistics."""
+
+    def __init__(self):
+        self.sent: List[SegmentMessage] = []
+        self.rejects: List[Reject] = []
+        self.statuses: Counter = Counter()   # '200', '429', 'connection_error', ...
+        self.requests = 0
+        self.retries = 0
+
+
+class SegmentClient:
+    """Posts batches with retries, backoff, Retry-After, splitting on 400, and a retry budget."""
+
+    def __init__(self, session, endpoint: str, write_key: str, timeout: float = 30.0,
+                 use_gzip: bool = False, max_retry_seconds: float = 600.0,
+                 limiter: Optional[RateLimiter] = None, clock=time.monotonic, sleep=time.sleep,
+                 rng: Optional[random.Random] = None,
+                 on_request: Optional[Callable[[str, float, int], None]] = None):
+        self.session = session
+        self.endpoint = endpoint
+        self.headers = {'Content-Type': 'application/json', 'Authorization': basic_auth(write_key),
+                        'User-Agent': 'currents-to-segment'}
+        if use_gzip:
+            self.headers['Content-Encoding'] = 'gzip'
+        self.timeout = timeout
+        self.use_gzip = use_gzip
+        self.max_retry_seconds = max_retry_seconds
+        self.limiter = limiter or RateLimiter(0, clock, sleep)
+        self.clock = clock
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+        self.on_request = on_request
+
+    def deliver(self, messages: Sequence[SegmentMessage]) -> DeliveryOutcome:
+        outcome = DeliveryOutcome()
+        self._deliver(tuple(messages), outcome)
+        return outcome
+
+    def _deliver(self, messages, outcome: DeliveryOutcome) -> None:
+        status, text = self._post_with_retries(messages, outcome)
+        if status is None:  # retry budget spent
+            outcome.rejects.extend(reject_for_message(m, RETRIES_EXHAUSTED, text) for m in messages)
+            return
+        kind = classify(status)
+        if kind == OK:
+            outcome.sent.extend(messages)
+        elif kind == CONFIG:
+            raise SegmentConfigurationError(
+                f'Segment answered HTTP {status} at {self.endpoint}: the write key, region or '
+                f'endpoint is wrong; nothing more is sent')
+        elif kind == SPLIT and len(messages) > 1:
+            half = len(messages) // 2
+            self._deliver(messages[:half], outcome)
+            self._deliver(messages[half:], outcome)
+        else:
+            detail = f'HTTP {status}: {text}'
+            outcome.rejects.extend(reject_for_message(m, SEGMENT_REJECTED, detail)
+                                   for m in messages)
+
+    def _post_with_retries(self, messages, outcome):
+        """(final status, response text), or (None, last error) once the retry budget is spent."""
+        deadline = self.clock() + self.max_retry_seconds
+        attempt = 0
+        while True:
+            self.limiter.acquire(len(messages))
+            body = SegmentBatch(messages).body(sent_at_now())
+            if self.use_gzip:
+                body = gzip.compress(body, compresslevel=6)
+            started = self.clock()
+            outcome.requests += 1
+            retry_after = None
+            try:
+                response = self.session.post(self.endpoint, data=body, headers=self.headers,
+                                             timeout=self.timeout)
+            except TRANSIENT_ERRORS as exc:
+                label, last = type(exc).__name__, f'{type(exc).__name__} (no answer from Segment)'
+            else:
+                status = response.status_code
+                label, last = str(status), f'HTTP {status}: {response.text[:1000]}'
+                if classify(status) != RETRY:
+                    self._record(outcome, label, started, len(messages))
+                    return status, response.text[:2000]
+                retry_after = retry_after_seconds(response.headers.get('Retry-After'))
+                if status == 429:
+                    self.limiter.pause(retry_after if retry_after is not None else 1.0)
+            self._record(outcome, label, started, len(messages))
+            delay = retry_after if retry_after is not None else backoff_seconds(attempt, self.rng)
+            if self.clock() + delay > deadline:
+                return None, (f'gave up after {attempt + 1} attempts in '
+                              f'{self.max_retry_seconds:g}s; last: {last}')
+            outcome.retries += 1
+            attempt += 1
+            self.sleep(delay)
+
+    def _record(self, outcome, label, started, n):
+        outcome.statuses[label] += 1
+        if self.on_request is not None:
+            self.on_request(label, self.clock() - started, n)
+
+
+def endpoint_for(region: str = 'us', override: Optional[str] = None) -> str:
+    """The batch URL; plain http:// only for loopback hosts (SPEC §4)."""
+    from urllib.parse import urlparse
+    import ipaddress
+    if not override:
+        return EU_ENDPOINT if region == 'eu' else US_ENDPOINT
+    parsed = urlparse(override)
+    if parsed.scheme not in ('http', 'https') or not parsed.hostname:
+        raise ValueError(f'--segment_endpoint must be an http(s) URL, got {override!r}')
+    if parsed.scheme == 'http':
+        host = parsed.hostname
+        loopback = host == 'localhost'
+        try:
+            loopback = loopback or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            pass
+        if not loopback:
+            raise ValueError('--segment_endpoint: plain http:// is only allowed for loopback '
+                             'hosts (127.0.0.1, ::1, localhost); use https://')
+    return override
+
+
+def describe(outcome: DeliveryOutcome) -> str:
+    return json.dumps({'requests': outcome.requests, 'retries': outcome.retries,
+                       'statuses': dict(outcome.statuses)})

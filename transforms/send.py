@@ -1,0 +1,139 @@
+"""Send: batches → Segment (or to --dry_run_output); the messages that fail become rejects."""
+import concurrent.futures
+import hashlib
+import os
+import time
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.utils.windowed_value import WindowedValue
+
+from transforms import counts
+from transforms.model import SegmentBatch
+from transforms.segment_client import (SegmentClient, sent_at_now, shared_rate_limiter)
+from transforms.write_key import WriteKeySource
+
+
+def _count_sent(messages):
+    per_type = {}
+    for m in messages:
+        per_type[m.event_type] = per_type.get(m.event_type, 0) + 1
+    for event_type, n in per_type.items():
+        counts.counter(counts.SENT, event_type).inc(n)
+
+
+class WriteRequestBodiesFn(beam.DoFn):
+    """Dry run: writes each exact request body to a file instead of sending it.
+
+    Named by a hash of the batch's messageIds, so a retried bundle rewrites the same file.
+    """
+
+    def __init__(self, output_dir: str):
+        self.output_dir = output_dir
+
+    def process(self, batch: SegmentBatch):
+        digest = hashlib.sha1('\n'.join(m.message_id for m in batch.messages).encode()).hexdigest()
+        path = FileSystems.join(self.output_dir, f'batch-{digest[:20]}.json')
+        with FileSystems.create(path, mime_type='application/json') as f:
+            f.write(batch.body(sent_at_now()))
+        _count_sent(batch.messages)
+        return []
+
+
+class SendBatchesFn(beam.DoFn):
+    """Posts batches with one pooled Session per worker and a few requests in flight.
+
+    Requests overlap (a thread pool) so a worker does not sit idle on network latency; results
+    are collected on the bundle thread, as Beam requires for outputs.
+    """
+
+    def __init__(self, endpoint, key_source: WriteKeySource, timeout=30.0, use_gzip=False,
+                 max_retry_seconds=600.0, events_per_second=0.0, max_in_flight=4):
+        self.endpoint = endpoint
+        self.key_source = key_source
+        self.timeout = timeout
+        self.use_gzip = use_gzip
+        self.max_retry_seconds = max_retry_seconds
+        self.events_per_second = events_per_second
+        self.max_in_flight = max(1, max_in_flight)
+        self.requests = Metrics.counter(counts.NAMESPACE, 'requests')
+        self.retried = Metrics.counter(counts.NAMESPACE, 'requests_retried')
+        self.batch_events = Metrics.distribution(counts.NAMESPACE, 'batch_events')
+        self.latency_ms = Metrics.distribution(counts.NAMESPACE, 'request_latency_ms')
+
+    def setup(self):
+        import requests
+        from requests.adapters import HTTPAdapter
+        self.session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self.max_in_flight, max_retries=0)
+        self.session.mount('https://', adapter)
+        self.session.mount('http://', adapter)
+        self.client = SegmentClient(
+            self.session, self.endpoint, self.key_source.resolve(), timeout=self.timeout,
+            use_gzip=self.use_gzip, max_retry_seconds=self.max_retry_seconds,
+            limiter=shared_rate_limiter(self.events_per_second), on_request=self._on_request)
+        self.pool = concurrent.futures.ThreadPoolExecutor(self.max_in_flight,
+                                                          thread_name_prefix='segment-send')
+        self.pending = {}
+
+    def _on_request(self, label, seconds, n):
+        # Metrics are per-thread in Beam; record on the bundle thread instead (see _collect).
+        self._request_log.append((label, seconds, n))
+
+    def start_bundle(self):
+        self.pending = {}
+        self._request_log = []
+
+    def process(self, batch: SegmentBatch, window=beam.DoFn.WindowParam,
+                timestamp=beam.DoFn.TimestampParam):
+        future = self.pool.submit(self.client.deliver, batch.messages)
+        self.pending[future] = (timestamp, window)
+        if len(self.pending) >= self.max_in_flight:
+            done, _ = concurrent.futures.wait(self.pending,
+                                              return_when=concurrent.futures.FIRST_COMPLETED)
+            yield from self._collect(done)
+
+    def finish_bundle(self):
+        done, _ = concurrent.futures.wait(self.pending)
+        yield from self._collect(done)
+
+    def _collect(self, done):
+        for future in done:
+            timestamp, window = self.pending.pop(future)
+            try:
+                outcome = future.result()
+            except BaseException:
+                for other in self.pending:
+                    other.cancel()
+                raise
+            _count_sent(outcome.sent)
+            self.batch_events.update(len(outcome.sent) + len(outcome.rejects))
+            self.retried.inc(outcome.retries)
+            for label, n in outcome.statuses.items():
+                counts.counter('requests_by_status', label).inc(n)
+            for reject in outcome.rejects:
+                yield WindowedValue(reject, timestamp, (window,))
+        log, self._request_log = self._request_log, []
+        for label, seconds, n in log:
+            self.requests.inc()
+            self.latency_ms.update(int(seconds * 1000))
+
+    def teardown(self):
+        pool = getattr(self, 'pool', None)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        session = getattr(self, 'session', None)
+        if session is not None:
+            session.close()
+
+
+class SendToSegment(beam.PTransform):
+    """SegmentBatch → Reject PCollection (sent messages are counted, failures become data)."""
+
+    def __init__(self, fn: beam.DoFn):
+        super().__init__()
+        self.fn = fn
+
+    def expand(self, batches):
+        return batches | 'PostBatches' >> beam.ParDo(self.fn)
