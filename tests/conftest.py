@@ -1,0 +1,15 @@
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get('CURRENTS_SHARED', ROOT.parent / 'shared'))
+SAMPLES = SHARED / 'currents-samples'
+
+
+@pytest.fixture(scope='session')
+def samples_dir() -> Path:
+    if not (SAMPLES / 'avro').is_dir():
+        pytest.fail(f'Braze sample files not found at {SAMPLES} (set CURRENTS_SHARED)')
+    return SAMPLES
