@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Runs the pipeline locally on the DirectRunner's in-process engine.
+#
+#   ./run_local.sh                 generate sample data (once), start the local Segment-compatible
+#                                  receiver, send everything to it, print the summary and what it got
+#   ./run_local.sh --input DIR ... your own arguments, passed through to the pipeline
+#
+# Without --input the generated sample data is used; without --segment_endpoint/--dry_run_output/
+# --segment_region the local receiver is started and used (nothing leaves this machine).
+set -euo pipefail
+cd "$(dirname "$0")"
+source scripts/venv.sh
+
+args=("$@")
+has() { local f; for f in "${args[@]+"${args[@]}"}"; do case "$f" in "$1"|"$1"=*) return 0;; esac; done; return 1; }
+
+out="${LOCAL_OUT:-out}"
+if ! has --input; then
+  if [ ! -d sample-data ]; then
+    python -m pipeline.sample --output sample-data --events "${SAMPLE_EVENTS:-20000}" --seed 1
+  fi
+  args+=(--input sample-data)
+fi
+has --rejects || args+=(--rejects "$out/rejects")
+has --summary_output || args+=(--summary_output "$out/summary.json")
+
+receiver_pid=""
+cleanup() { if [ -n "$receiver_pid" ]; then kill "$receiver_pid" 2>/dev/null || true; wait "$receiver_pid" 2>/dev/null || true; fi; }
+trap cleanup EXIT
+
+if ! has --segment_endpoint && ! has --dry_run_output && ! has --segment_region; then
+  export SEGMENT_WRITE_KEY="${SEGMENT_WRITE_KEY:-local-dev-write-key}"
+  mkdir -p "$out"
+  port_file="$out/receiver.port"; rm -f "$port_file"
+  python -m pipeline.devserver --port 0 --port-file "$port_file" --store "$out/received.jsonl" \
+    > "$out/receiver.log" 2>&1 &
+  receiver_pid=$!
+  for _ in $(seq 100); do [ -s "$port_file" ] && break; sleep 0.1; done
+  [ -s "$port_file" ] || { echo "run_local.sh: the local receiver did not start (see $out/receiver.log)" >&2; exit 1; }
+  url="http://127.0.0.1:$(cat "$port_file")/v1/batch"
+  echo "local Segment-compatible receiver: $url"
+  args+=(--segment_endpoint "$url")
+fi
+
+start=$(date +%s.%N)
+status=0
+python -m pipeline "${args[@]}" || status=$?
+end=$(date +%s.%N)
+
+if [ -n "$receiver_pid" ]; then
+  python - "$url" "$start" "$end" <<'PY'
+import json, sys, urllib.request
+url, start, end = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+stats = json.load(urllib.request.urlopen(url.replace('/v1/batch', '/_receiver/stats')))
+by = ', '.join(f'{k}: {v}' for k, v in sorted(stats['by_status'].items()))
+print(f"receiver: {stats['accepted']} unique messages accepted in {stats['requests']} requests "
+      f"({by}); duplicates {stats['duplicates']}, silently dropped {stats['silently_dropped']}")
+print(f"wall time {end - start:.1f} s")
+PY
+fi
+exit $status

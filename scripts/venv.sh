@@ -1,0 +1,16 @@
+# Sourced by run_local.sh and run_tests.sh: a project virtualenv, (re)installed when setup.py changes.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${CURRENTS_VENV:-$ROOT/.venv}"
+PY="${PYTHON:-python3}"
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "setting up $VENV (first run: installs Apache Beam and friends, a few minutes)" >&2
+  "$PY" -m venv "$VENV"
+fi
+stamp="$VENV/.installed-$(cat "$ROOT/setup.py" | sha1sum | cut -c1-12)"
+if [ ! -f "$stamp" ]; then
+  "$VENV/bin/python" -m pip install -q --upgrade pip >&2
+  "$VENV/bin/python" -m pip install -q -e "$ROOT[test,bench]" >&2
+  rm -f "$VENV"/.installed-* && touch "$stamp"
+fi
+export PATH="$VENV/bin:$PATH"
