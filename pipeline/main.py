@@ -1,21 +1,26 @@
-"""Entry point: parse, check, build, run, print the summary, exit with a one-line reason."""
+"""Entry point: parse, check, list, plan or run (in waves), print the summary, exit with one line."""
 import logging
 import re
 import sys
 from typing import List, Optional
 
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 
-from pipeline.builder import build_pipeline
+from pipeline.builder import build_pipeline, is_dataflow
 from pipeline.options import check_argv, settings_from
+from pipeline.plan import make_plan, plan_text
 from pipeline.summary import Summary
+from pipeline.waves import make_waves, partitions_of
+from transforms.manifest import completed_partitions, manifest_dir
 from transforms.paths import UsageError
-from transforms.read import check_input_exists, input_pattern
+from transforms.read import input_pattern, list_currents_files
 from transforms.segment_client import SegmentConfigurationError
 from transforms.write_key import WriteKeyMissing
 
 PROG = 'currents-to-segment'
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SEGMENT_CONFIG = 0, 1, 2, 3
+DEFAULT_WAVE_HOURS = 24
 _KNOWN_FAILURES = (SegmentConfigurationError, WriteKeyMissing)
 
 
@@ -31,64 +36,103 @@ def local_runner_options(options: PipelineOptions) -> None:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).split(' [while running', 1)[0]
-    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    text = str(exc).split(' [while running', 1)[0].strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _known_failure(exc: BaseException) -> Optional[BaseException]:
-    """Our own stop reasons, found even when a runner re-raised or wrapped them."""
+def stop_reason(exc: BaseException) -> Optional[str]:
+    """Our own stop reasons (no key, key refused), even when a runner re-raised or wrapped them."""
     seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, _KNOWN_FAILURES):
-            return exc
-        exc = exc.__cause__ or exc.__context__
-    return None
-
-
-def _from_text(exc: BaseException) -> Optional[str]:
+    current = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, _KNOWN_FAILURES):
+            return _one_line(current)
+        current = current.__cause__ or current.__context__
     match = re.search(r'(?:SegmentConfigurationError|WriteKeyMissing): ([^\n\[]+)', str(exc))
     return match.group(1).strip() if match else None
+
+
+def error(message: str) -> None:
+    print(f'{PROG}: error: {message}', file=sys.stderr)
 
 
 def run(argv: Optional[List[str]] = None, out=None) -> int:
     out = out or sys.stdout
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ['replay']:
+        from pipeline.replay import run_replay
+        return run_replay(argv[1:], out)
     try:
         check_argv(argv)
         options = PipelineOptions(argv)
         settings = settings_from(options)
         local_runner_options(options)
         pattern = input_pattern(settings.input)
-        check_input_exists(pattern)
+        done = completed_partitions(settings.rejects) if settings.resume else frozenset()
+        listing = list_currents_files(pattern, settings.selector, done)
+        if not listing.files and not listing.skipped:
+            raise UsageError(f'no input files match {pattern}')
+        dataflow = is_dataflow(options)
+        wave_hours = settings.wave_hours
+        if wave_hours is None:
+            wave_hours = 0 if dataflow and not settings.wait else DEFAULT_WAVE_HOURS
+        if settings.plan:
+            plan = make_plan(listing.files, listing.skipped, wave_hours,
+                             settings.max_events_per_second)
+            print(plan_text(plan, settings.max_events_per_second), file=out)
+            return EXIT_OK
         if not settings.dry_run_output and not settings.key_source.secret_name:
             settings.key_source.resolve()  # fail before reading anything if no key is set
-        p = build_pipeline(settings, pattern, options)
+        waves = make_waves(listing.files, wave_hours)
+        detached = dataflow and not settings.wait and not settings.wave_hours
+        if dataflow and not settings.wait and settings.wave_hours:
+            raise UsageError('--wave_hours on Dataflow runs one job per wave and needs --wait')
     except (UsageError, WriteKeyMissing) as exc:
-        print(f'{PROG}: error: {_one_line(exc)}', file=sys.stderr)
+        error(_one_line(exc))
         return EXIT_USAGE
-    try:
-        result = p.run()
-        result.wait_until_finish()
-    except Exception as exc:  # the runner re-raises worker errors; keep the answer to one line
-        known = _known_failure(exc)
-        message = _one_line(known) if known else _from_text(exc)
-        if message:
-            print(f'{PROG}: error: {message}', file=sys.stderr)
-            return EXIT_SEGMENT_CONFIG
-        logging.getLogger(__name__).debug('run failed', exc_info=True)
-        print(f'{PROG}: error: the run failed: {type(exc).__name__}: {_one_line(exc)}',
-              file=sys.stderr)
-        return EXIT_FAILED
-    summary = Summary.from_result(result)
+    summary = Summary.from_listing(listing.skipped)
+    if listing.skipped.get('skip_done'):
+        print(f'resume: {listing.skipped["skip_done"]} files in partitions completed by earlier '
+              f'runs are skipped', file=out)
+    for number, wave in enumerate(waves):
+        manifest = FileSystems.join(manifest_dir(settings.rejects),
+                                    f'wave-{settings.run_id}-w{number}.json')
+        try:
+            p = build_pipeline(settings, [(path, t) for path, t, _ in wave], options,
+                               wave=f'w{number}', partitions=partitions_of(wave),
+                               manifest_path=manifest)
+            result = p.run()
+            if options.view_as(TestOptions).dry_run:
+                print('Dataflow job built (--dry_run=True): nothing submitted', file=out)
+                return EXIT_OK
+            if detached:
+                job = getattr(result, 'job_id', lambda: '?')()
+                print(f'submitted Dataflow job {job}: {len(wave)} files; the job records its '
+                      f'partitions in {manifest_dir(settings.rejects)} when it completes. '
+                      f'Counters are in the Dataflow console (or rerun with --wait).', file=out)
+                return EXIT_OK
+            result.wait_until_finish()
+        except Exception as exc:  # the runner re-raises worker errors; keep the answer to one line
+            reason = stop_reason(exc)
+            if len(waves) > 1:
+                print(f'stopped in wave {number + 1} of {len(waves)}; completed waves are '
+                      f'recorded: rerun with --resume to continue', file=out)
+            if reason:
+                error(reason)
+                return EXIT_SEGMENT_CONFIG
+            logging.getLogger(__name__).debug('run failed', exc_info=True)
+            error(f'the run failed: {type(exc).__name__}: {_one_line(exc)}')
+            return EXIT_FAILED
+        summary = summary.add(Summary.from_result(result))
+        if len(waves) > 1:
+            print(f'wave {number + 1}/{len(waves)} done: {len(wave)} files', file=out)
     print(summary.table(), file=out)
     if settings.summary_output:
-        from apache_beam.io.filesystems import FileSystems
         with FileSystems.create(settings.summary_output) as f:
             f.write(summary.to_json().encode('utf-8'))
     if not summary.balanced:
-        print(f'{PROG}: error: the summary does not balance (read != dropped + sent + rejected)',
-              file=sys.stderr)
+        error('the summary does not balance (read != dropped + sent + rejected)')
         return EXIT_FAILED
     return EXIT_OK
 

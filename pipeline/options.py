@@ -42,6 +42,15 @@ class CurrentsToSegmentOptions(PipelineOptions):
         a('--integrations', help='JSON object sent as each message\'s `integrations`')
         a('--segment_write_key_secret',
           help='Secret Manager version holding the write key: projects/P/secrets/S/versions/V')
+        a('--resume', action='store_true', default=False,
+          help='Skip input partitions that earlier runs with the same --rejects completed')
+        a('--plan', action='store_true', default=False,
+          help='Print what the run would read and how long sending would take; do nothing')
+        a('--wave_hours', type=int, default=None,
+          help='Run the input in waves of this many date= hours, each recorded for --resume '
+               'when it completes (default 24 locally; on Dataflow one job unless given)')
+        a('--wait', action='store_true', default=False,
+          help='On Dataflow, wait for the job(s) and print the summary (default: submit, return)')
 
 
 @dataclass
@@ -62,6 +71,10 @@ class RunSettings:
     integrations: Optional[Dict[str, Any]] = None
     key_source: WriteKeySource = field(default_factory=WriteKeySource)
     run_id: str = ''
+    resume: bool = False
+    plan: bool = False
+    wave_hours: Optional[int] = None
+    wait: bool = False
 
 
 def check_argv(argv) -> None:
@@ -121,6 +134,8 @@ def settings_from(options: PipelineOptions) -> RunSettings:
         raise UsageError('--max_events_per_second must be 0 (unthrottled) or positive')
     if o.max_in_flight < 1:
         raise UsageError('--max_in_flight must be at least 1')
+    if o.wave_hours is not None and o.wave_hours < 0:
+        raise UsageError('--wave_hours must be 0 (one wave) or positive')
     return RunSettings(
         input=o.input, rejects=o.rejects.rstrip('/'),
         selector=FileSelector(event_types, start, end),
@@ -130,4 +145,5 @@ def settings_from(options: PipelineOptions) -> RunSettings:
         max_events_per_second=o.max_events_per_second, max_in_flight=o.max_in_flight,
         integrations=integrations,
         key_source=WriteKeySource(secret_name=o.segment_write_key_secret or None),
-        run_id=datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%dT%H%M%S%fZ'))
+        run_id=datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%dT%H%M%S%fZ'),
+        resume=o.resume, plan=o.plan, wave_hours=o.wave_hours, wait=o.wait)

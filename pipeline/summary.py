@@ -20,6 +20,17 @@ class Summary:
     def __init__(self, values: Dict[str, int]):
         self.values = values
 
+    def add(self, other: 'Summary') -> 'Summary':
+        merged = defaultdict(int, self.values)
+        for name, value in other.values.items():
+            merged[name] += value
+        return Summary(dict(merged))
+
+    @classmethod
+    def from_listing(cls, skipped: Dict[str, int]) -> 'Summary':
+        """Files skipped at listing time count in the summary without ever reaching a worker."""
+        return cls({f'{counts.FILES_SKIPPED}{counts.SEP}{k}': v for k, v in skipped.items()})
+
     @classmethod
     def from_result(cls, result) -> 'Summary':
         query = result.metrics().query(MetricsFilter().with_namespace(counts.NAMESPACE))
@@ -58,7 +69,7 @@ class Summary:
             'rejected_by_reason': dict(sorted(reasons.items())),
             'files_skipped_by_reason': {
                 {'skip_type': 'other_event_type', 'skip_range': 'outside_start_end',
-                 'skip_not_avro': 'not_avro_name'}.get(k, k): v
+                 'skip_not_avro': 'not_avro_name', 'skip_done': 'completed_by_earlier_run'}.get(k, k): v
                 for k, v in sorted(skipped.items())},
             'requests': self.values.get('requests', 0),
             'requests_retried': self.values.get('requests_retried', 0),

@@ -98,9 +98,3 @@ def event_type_from_schema_name(fullname: str) -> Optional[str]:
         if fullname == t or fullname.endswith('.' + t):
             return t
     return None
-
-
-def schema_type_name(fullname: str) -> str:
-    """The Currents-looking tail of any writer schema name (for counting unknown types)."""
-    marker = '.inner.'
-    return fullname.split(marker, 1)[1] if marker in fullname else fullname

@@ -1,16 +1,16 @@
 """Read: list Currents files (prune and skip by path), decode them, dead-letter what won't decode."""
-from typing import FrozenSet, Optional
+from collections import Counter
+from typing import Dict, FrozenSet, List, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
 import fastavro
-from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import counts
-from transforms.events import event_type_from_schema_name, schema_type_name
+from transforms.events import event_type_from_schema_name
 from transforms.model import UNREADABLE_FILE, CurrentsEvent, Reject
-from transforms.paths import FileSelector, UsageError, is_glob
+from transforms.paths import FileSelector, UsageError, is_glob, partition_of
 
 REJECTS = 'rejects'
 
@@ -32,47 +32,42 @@ def input_pattern(input_path: str) -> str:
     return input_path + '/**'
 
 
-def check_input_exists(pattern: str) -> None:
-    """Fail fast with one line when --input matches nothing (SPEC §6: 'no input')."""
+class Listing(NamedTuple):
+    """What --input holds for this run: files to read and, by reason, files skipped unopened."""
+    files: List[Tuple[str, Optional[str], int]]     # (path, event type if the path says, bytes)
+    skipped: Dict[str, int]
+
+
+def list_currents_files(pattern: str, selector: FileSelector,
+                        done_partitions: FrozenSet[str] = frozenset()) -> Listing:
+    """Lists the pattern once (Beam's filesystems, local or gs://), deciding from paths alone.
+
+    Listing in the launcher lets a run plan, prune, resume and split into waves before any
+    worker starts; no file is opened here.
+    """
     try:
-        found = FileSystems.match([pattern], limits=[1])[0].metadata_list
-    except Exception as exc:  # Beam raises BeamIOError with nested details
-        raise UsageError(f'cannot list --input {pattern}: {type(exc).__name__}') from None
-    if not found:
-        raise UsageError(f'no input files match {pattern}')
-
-
-class _SelectFiles(beam.DoFn):
-    """Keeps the files this run reads; counts the rest as skipped without opening them."""
-
-    def __init__(self, selector: FileSelector):
-        self.selector = selector
-
-    def process(self, metadata):
+        found = FileSystems.match([pattern])[0].metadata_list
+    except Exception as exc:  # BeamIOError carries per-pattern details
+        raise UsageError(f'cannot list --input {pattern}: {type(exc).__name__}: '
+                         f'{str(exc).splitlines()[0][:200]}') from None
+    files, skipped = [], Counter()
+    for metadata in sorted(found, key=lambda m: m.path):
         path = metadata.path
         if path.endswith('/'):
-            return []  # a GCS "folder" placeholder object, not a file
-        decision = self.selector.decide(path)
+            continue  # a GCS "folder" placeholder object, not a file
+        decision = selector.decide(path)
         if decision.action.startswith('skip_'):
-            counts.counter(counts.FILES_SKIPPED, decision.action).inc()
-            return []
-        return [(path, decision.event_type)]
+            skipped[decision.action] += 1
+        elif done_partitions and partition_key(path) in done_partitions:
+            skipped['skip_done'] += 1
+        else:
+            files.append((path, decision.event_type, metadata.size_in_bytes))
+    return Listing(files, dict(skipped))
 
 
-class ListCurrentsFiles(beam.PTransform):
-    """pattern → (path, event type or None) for every file this run reads, spread for parallelism."""
-
-    def __init__(self, pattern: str, selector: FileSelector):
-        super().__init__()
-        self.pattern = pattern
-        self.selector = selector
-
-    def expand(self, pbegin):
-        return (pbegin
-                | 'Pattern' >> beam.Create([self.pattern])
-                | 'Match' >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW)
-                | 'Select' >> beam.ParDo(_SelectFiles(self.selector))
-                | 'SpreadFiles' >> beam.Reshuffle())
+def partition_key(path: str) -> str:
+    """`event_type/date-hour` where the path has both, else the file itself (for resume)."""
+    return partition_of(path) or path
 
 
 AVRO_MAGIC = b'Obj\x01'
@@ -157,19 +152,17 @@ class ReadCurrentsFileFn(beam.DoFn):
 
 
 class ReadCurrentsEvents(beam.PTransform):
-    """--input → (CurrentsEvent PCollection, Reject PCollection)."""
+    """Listed files → (CurrentsEvent PCollection, Reject PCollection)."""
 
-    def __init__(self, pattern: str, selector: FileSelector):
+    def __init__(self, files: List[Tuple[str, Optional[str]]], event_types: FrozenSet[str]):
         super().__init__()
-        self.pattern = pattern
-        self.selector = selector
+        self.files = files
+        self.event_types = event_types
 
     def expand(self, pbegin):
-        files = pbegin | 'ListFiles' >> ListCurrentsFiles(self.pattern, self.selector)
-        result = files | 'DecodeAvro' >> beam.ParDo(
-            ReadCurrentsFileFn(self.selector.event_types)).with_outputs(REJECTS, main='events')
+        result = (pbegin
+                  | 'Files' >> beam.Create(self.files)
+                  | 'SpreadFiles' >> beam.Reshuffle()
+                  | 'DecodeAvro' >> beam.ParDo(
+                      ReadCurrentsFileFn(self.event_types)).with_outputs(REJECTS, main='events'))
         return result.events, result[REJECTS]
-
-
-__all__ = ['ReadCurrentsEvents', 'ListCurrentsFiles', 'ReadCurrentsFileFn', 'input_pattern',
-           'check_input_exists', 'schema_type_name']

@@ -24,6 +24,7 @@ class WriteRejects(beam.PTransform):
         self.file_path_prefix = file_path_prefix
 
     def expand(self, reject_pcolls):
+        """Returns the names of the files written (empty when there were no rejects)."""
         return (reject_pcolls
                 | 'AllRejects' >> beam.Flatten()
                 | 'GlobalWindow' >> beam.WindowInto(beam_window.GlobalWindows())
