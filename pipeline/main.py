@@ -128,8 +128,13 @@ def run(argv: Optional[List[str]] = None, out=None) -> int:
         if len(waves) > 1:
             print(f'wave {number + 1}/{len(waves)} done: {len(wave)} files', file=out)
     print(summary.table(), file=out)
-    if settings.summary_output:
-        with FileSystems.create(settings.summary_output) as f:
+    return finish(summary, settings.summary_output)
+
+
+def finish(summary: Summary, summary_output: Optional[str]) -> int:
+    """Writes --summary_output and turns the balance check into the exit status."""
+    if summary_output:
+        with FileSystems.create(summary_output) as f:
             f.write(summary.to_json().encode('utf-8'))
     if not summary.balanced:
         error('the summary does not balance (read != dropped + sent + rejected)')

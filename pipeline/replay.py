@@ -94,8 +94,8 @@ def build_replay(settings, pattern: str, reasons, options: PipelineOptions, out_
 
 
 def run_replay(argv: List[str], out=None) -> int:
-    from pipeline.main import EXIT_FAILED, EXIT_OK, EXIT_SEGMENT_CONFIG, EXIT_USAGE, error, \
-        local_runner_options, stop_reason, _one_line
+    from pipeline.main import (EXIT_FAILED, EXIT_SEGMENT_CONFIG, EXIT_USAGE, _one_line, error,
+                               finish, local_runner_options, stop_reason)
     out = out or sys.stdout
     parser = argparse.ArgumentParser(prog='currents-to-segment replay', add_help=False)
     parser.add_argument('--reasons')
@@ -139,10 +139,4 @@ def run_replay(argv: List[str], out=None) -> int:
     if not_replayed:
         print(f'not replayed (reason not selected): {not_replayed}', file=out)
     print(f'rejected again: {out_prefix}-*.jsonl', file=out)
-    if settings.summary_output:
-        with FileSystems.create(settings.summary_output) as f:
-            f.write(summary.to_json().encode('utf-8'))
-    if not summary.balanced:
-        error('the replay summary does not balance')
-        return EXIT_FAILED
-    return EXIT_OK
+    return finish(summary, settings.summary_output)
