@@ -19,6 +19,7 @@ setuptools.setup(
         'apache-beam[gcp]==2.77.0',
         'fastavro>=1.9,<2',
         'requests>=2.31,<3',
+        'orjson>=3.9,<4',
         'cramjam>=2.7',  # snappy codec for fastavro
         'google-cloud-secret-manager>=2.20,<3',
     ],

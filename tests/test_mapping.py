@@ -179,3 +179,8 @@ def test_unicode_and_control_characters_survive_serialization():
 
 def test_table_lookups():
     assert BY_CURRENTS_TYPE['users.messages.email.Click'].segment_event == 'Email Link Clicked'
+
+
+def test_serialize_falls_back_for_what_orjson_refuses():
+    odd = {'big': 2 ** 70, 'lone': '\ud800', 'text': 'caf\u00e9'}
+    assert json.loads(serialize(odd)) == odd

@@ -4,6 +4,8 @@ Pure functions: no Beam here, so the mapping is tested fast and reused by the re
 """
 import json
 import time
+
+import orjson
 from typing import Any, Dict, Optional, Tuple, Union
 
 from transforms.events import BY_CURRENTS_TYPE, COMMON_PROPERTIES, EventSpec
@@ -108,5 +110,13 @@ class MessageMapper:
 
 
 def serialize(message: Dict[str, Any]) -> bytes:
-    """Compact UTF-8 JSON: the exact bytes that go into the request body."""
-    return json.dumps(message, ensure_ascii=False, separators=(',', ':')).encode('utf-8')
+    """Compact UTF-8 JSON: the exact bytes that go into the request body.
+
+    orjson (already a Beam dependency) is ~10x faster than the json module on this hot path;
+    the json module covers what orjson refuses (integers beyond 64 bits in --integrations, lone
+    surrogates from a hand-edited rejects file), escaping to ASCII so the bytes are always valid.
+    """
+    try:
+        return orjson.dumps(message)
+    except TypeError:
+        return json.dumps(message, separators=(',', ':')).encode('ascii')
