@@ -3,6 +3,8 @@ import json
 
 import fastavro
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from transforms.events import BY_CURRENTS_TYPE, COMMON_PROPERTIES, EVENTS
 from transforms.mapping import DROPPED, Invalid, MessageMapper, as_string, iso_timestamp, serialize
@@ -184,3 +186,15 @@ def test_table_lookups():
 def test_serialize_falls_back_for_what_orjson_refuses():
     odd = {'big': 2 ** 70, 'lone': '\ud800', 'text': 'caf\u00e9'}
     assert json.loads(serialize(odd)) == odd
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(min_value=-2 ** 40, max_value=2 ** 37))
+def test_cached_timestamps_equal_strftime(seconds):
+    mapper = MessageMapper()
+    try:
+        expected = iso_timestamp(seconds)
+    except (OverflowError, OSError, ValueError):
+        return
+    assert mapper._timestamp(seconds) == expected
+    assert mapper._timestamp(seconds) == expected   # served from the hour cache

@@ -1,11 +1,13 @@
 """Batch: messages → requests within Segment's limits, per window, without a shuffle."""
 import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindow, GlobalWindows
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.model import MESSAGE_TOO_LARGE, SegmentBatch, SegmentMessage, reject_for_message
 from transforms.sizing import MAX_BATCH_MESSAGES, MAX_BODY_BYTES, MAX_MESSAGE_BYTES, BatchPacker
 
 REJECTS = 'rejects'
+GLOBAL = GlobalWindow()
 
 
 class BatchMessagesFn(beam.DoFn):
@@ -47,14 +49,34 @@ class BatchMessagesFn(beam.DoFn):
         self.packers = {}
 
 
+class BatchGlobalWindowFn(BatchMessagesFn):
+    """The same packing for the global window (a batch backfill): without the per-element
+    window parameter, Beam calls `process` on its fast path."""
+
+    def process(self, message: SegmentMessage):
+        if len(message.payload) > self.max_message_bytes:
+            yield beam.pvalue.TaggedOutput(REJECTS, reject_for_message(
+                message, MESSAGE_TOO_LARGE,
+                f'{len(message.payload)} bytes serialized; Segment allows {self.max_message_bytes}'))
+            return
+        packer = self.packers.get(GLOBAL)
+        if packer is None:
+            packer = self.packers[GLOBAL] = BatchPacker(self.max_body_bytes, self.max_messages)
+        full = packer.add(message)
+        if full:
+            yield SegmentBatch(full)
+
+
 class BatchMessages(beam.PTransform):
     """SegmentMessage → (SegmentBatch PCollection, Reject PCollection for oversize messages)."""
 
     def __init__(self, max_body_bytes=MAX_BODY_BYTES, max_messages=MAX_BATCH_MESSAGES):
         super().__init__()
-        self.fn = BatchMessagesFn(max_body_bytes, max_messages)
+        self.limits = (max_body_bytes, max_messages)
 
     def expand(self, messages):
-        result = messages | 'PackBatches' >> beam.ParDo(self.fn).with_outputs(
+        windowed = not isinstance(messages.windowing.windowfn, GlobalWindows)
+        fn = (BatchMessagesFn if windowed else BatchGlobalWindowFn)(*self.limits)
+        result = messages | 'PackBatches' >> beam.ParDo(fn).with_outputs(
             REJECTS, main='batches')
         return result.batches, result[REJECTS]

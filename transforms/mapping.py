@@ -8,7 +8,7 @@ import time
 import orjson
 from typing import Any, Dict, Optional, Tuple, Union
 
-from transforms.events import BY_CURRENTS_TYPE, COMMON_PROPERTIES, EventSpec
+from transforms.events import BY_CURRENTS_TYPE, COMMON_PROPERTIES
 from transforms.model import INVALID_RECORD, MESSAGE_ID_TOO_LONG
 
 MAX_MESSAGE_ID_CHARS = 100
@@ -52,17 +52,35 @@ def _present(value: Any) -> bool:
 
 
 class MessageMapper:
-    """Builds messages for one run's settings (prefix, library version, integrations)."""
+    """Builds messages for one run's settings (prefix, library version, integrations).
+
+    Per event type the property list (common, then event-specific) is worked out once, since
+    this runs for every event of a backfill.
+    """
 
     def __init__(self, message_id_prefix: str = '', library_version: str = '',
                  integrations: Optional[Dict[str, Any]] = None):
         self.prefix = message_id_prefix or ''
         self.library = {'name': LIBRARY_NAME, 'version': library_version}
         self.integrations = integrations
+        self.plans = {
+            spec.currents_type: (spec.segment_event, spec.is_email,
+                                 tuple((n, n) for n in COMMON_PROPERTIES) + spec.properties)
+            for spec in BY_CURRENTS_TYPE.values()}
+        self._hours: Dict[int, str] = {}
+
+    def _timestamp(self, seconds: int) -> str:
+        hour, rest = divmod(seconds, 3600)
+        prefix = self._hours.get(hour)
+        if prefix is None:
+            if len(self._hours) > 10000:
+                self._hours.clear()
+            prefix = self._hours[hour] = time.strftime('%Y-%m-%dT%H:', time.gmtime(hour * 3600))
+        return f'{prefix}{rest // 60:02d}:{rest % 60:02d}.000Z'
 
     def to_message(self, event_type: str, record: Dict[str, Any]) -> Union[Dict[str, Any], Dropped]:
         """The Segment message for a record, or DROPPED; raises Invalid for bad records."""
-        spec: EventSpec = BY_CURRENTS_TYPE[event_type]
+        event_name, is_email, pairs = self.plans[event_type]
         get = record.get
         external_id = get('external_user_id')
         if not _present(external_id):
@@ -71,39 +89,37 @@ class MessageMapper:
         if not _present(event_id):
             raise Invalid(INVALID_RECORD, 'record has no id')
         seconds = get('time')
-        if isinstance(seconds, bool) or not isinstance(seconds, int):
-            raise Invalid(INVALID_RECORD, 'record has no integer time' if seconds is None
-                          else f'time is not an integer: {seconds!r}')
+        if seconds.__class__ is not int:
+            if isinstance(seconds, bool) or not isinstance(seconds, int):
+                raise Invalid(INVALID_RECORD, 'record has no integer time' if seconds is None
+                              else f'time is not an integer: {seconds!r}')
         try:
-            timestamp = iso_timestamp(seconds)
+            timestamp = self._timestamp(seconds)
         except (OverflowError, OSError, ValueError):
             raise Invalid(INVALID_RECORD, f'time out of range: {seconds}') from None
-        message_id = self.prefix + as_string(event_id)
+        message_id = self.prefix + (event_id if event_id.__class__ is str else as_string(event_id))
         if len(message_id) > MAX_MESSAGE_ID_CHARS:
             raise Invalid(MESSAGE_ID_TOO_LONG,
                           f'messageId has {len(message_id)} characters, Segment allows '
                           f'{MAX_MESSAGE_ID_CHARS}')
         properties = {}
-        for name in COMMON_PROPERTIES:
-            value = get(name)
-            if value is not None:
-                properties[name] = as_string(value)
-        for segment_name, field in spec.properties:
+        for name, field in pairs:
             value = get(field)
             if value is not None:
-                properties[segment_name] = as_string(value)
-        message = {'type': 'track', 'event': spec.segment_event, 'userId': as_string(external_id)}
+                properties[name] = value if value.__class__ is str else as_string(value)
+        message = {'type': 'track', 'event': event_name,
+                   'userId': external_id if external_id.__class__ is str else as_string(external_id)}
         user_id = get('user_id')
         if _present(user_id):
-            message['anonymousId'] = as_string(user_id)
+            message['anonymousId'] = user_id if user_id.__class__ is str else as_string(user_id)
         message['messageId'] = message_id
         message['timestamp'] = timestamp
         message['properties'] = properties
-        context: Dict[str, Any] = {}
-        if spec.is_email and get('email_address') is not None:
-            context['traits'] = {'email': as_string(get('email_address'))}
-        context['library'] = self.library
-        message['context'] = context
+        email = get('email_address') if is_email else None
+        if email is not None:
+            message['context'] = {'traits': {'email': as_string(email)}, 'library': self.library}
+        else:
+            message['context'] = {'library': self.library}
         if self.integrations is not None:
             message['integrations'] = self.integrations
         return message
