@@ -5,7 +5,8 @@ import sys
 from typing import List, Optional
 
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
+from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOptions,
+                                                  StandardOptions, TestOptions)
 
 from pipeline.builder import build_pipeline, is_dataflow
 from pipeline.options import check_argv, settings_from
@@ -33,6 +34,23 @@ def local_runner_options(options: PipelineOptions) -> None:
     standard = options.view_as(StandardOptions)
     if standard.runner in (None, 'DirectRunner', 'direct'):
         standard.runner = 'FnApiRunner'
+
+
+def honour_no_auth(options: PipelineOptions) -> None:
+    """--no_auth: connect to GCS anonymously instead of retrying a credentials lookup.
+
+    Beam 2.77 reads --no_auth only for the Dataflow API; its GCS client still looks for
+    Application Default Credentials, retrying for ~20 s and logging tracebacks when there are
+    none (e.g. against a GCS emulator or a public bucket). Uses a Beam internal, guarded.
+    """
+    if not options.view_as(GoogleCloudOptions).no_auth:
+        return
+    try:
+        from apache_beam.internal.gcp.auth import _Credentials
+        with _Credentials._credentials_lock:
+            _Credentials._credentials, _Credentials._credentials_init = None, True
+    except (ImportError, AttributeError):
+        pass
 
 
 def _one_line(exc: BaseException) -> str:
@@ -68,6 +86,7 @@ def run(argv: Optional[List[str]] = None, out=None) -> int:
         options = PipelineOptions(argv)
         settings = settings_from(options)
         local_runner_options(options)
+        honour_no_auth(options)
         pattern = input_pattern(settings.input)
         done = completed_partitions(settings.rejects) if settings.resume else frozenset()
         listing = list_currents_files(pattern, settings.selector, done)

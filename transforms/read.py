@@ -24,9 +24,13 @@ def input_pattern(input_path: str) -> str:
         if os.path.isdir(input_path):
             return input_path.rstrip('/') + '/**'
         return input_path
-    if input_path.endswith('/'):
-        return input_path + '**'
-    found = FileSystems.match([input_path], limits=[1])[0].metadata_list
+    if input_path.endswith('/') or '/' not in input_path[len('gs://'):]:
+        return input_path.rstrip('/') + '/**'  # a prefix, or the whole bucket
+    try:
+        found = FileSystems.match([input_path], limits=[1])[0].metadata_list
+    except Exception as exc:  # BeamIOError carries per-pattern details
+        raise UsageError(f'cannot list --input {input_path}: {type(exc).__name__}: '
+                         f'{str(exc).splitlines()[0][:200]}') from None
     if found and found[0].path == input_path:
         return input_path
     return input_path + '/**'

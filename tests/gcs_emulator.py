@@ -1,0 +1,187 @@
+"""A local GCS for tests: gcp-storage-emulator on 127.0.0.1, plus upload/list/read helpers.
+
+pytest-independent. Typical use::
+
+    with GcsEmulator(bucket='test-bucket') as gcs:
+        os.environ['STORAGE_EMULATOR_HOST'] = gcs.url   # Beam's GCS IO then talks to it
+        gcs.upload_tree('/some/dir', 'currents/...')
+        names = gcs.list('rejects/')
+
+The server runs in a thread of this process (gcp_storage_emulator.server.create_server, in memory),
+so nothing is left behind and no network beyond loopback is used. If that API is unavailable the
+`gcp-storage-emulator start` CLI is started as a subprocess instead.
+"""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Union
+
+HOST = '127.0.0.1'
+
+
+def free_port(host: str = HOST) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_until_up(url: str, timeout: float = 15.0) -> None:
+    """Polls the emulator's health endpoint (`GET /` answers `OK`) until it answers."""
+    deadline = time.monotonic() + timeout
+    last: Optional[BaseException] = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url + '/', timeout=1) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError) as exc:
+            last = exc
+        time.sleep(0.05)
+    raise RuntimeError(f'gcp-storage-emulator did not answer at {url} within {timeout}s: {last}')
+
+
+class GcsEmulator:
+    """Starts/stops gcp-storage-emulator with one bucket, and talks to it as a GCS client."""
+
+    def __init__(self, bucket: str = 'test-bucket', host: str = HOST, port: Optional[int] = None):
+        self.bucket_name = bucket
+        self.host = host
+        self.port = port or free_port(host)
+        self.url = f'http://{self.host}:{self.port}'
+        self._server = None
+        self._proc: Optional[subprocess.Popen] = None
+        self._client = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> 'GcsEmulator':
+        try:
+            from gcp_storage_emulator.server import create_server
+        except ImportError:
+            create_server = None
+        if create_server is not None:
+            self._server = create_server(self.host, self.port, in_memory=True,
+                                         default_bucket=self.bucket_name)
+            self._server.start()
+        else:
+            self._start_cli()
+        wait_until_up(self.url)
+        return self
+
+    def _start_cli(self) -> None:
+        exe = shutil.which('gcp-storage-emulator') or str(
+            Path(sys.executable).with_name('gcp-storage-emulator'))
+        self._proc = subprocess.Popen(
+            [exe, 'start', f'--host={self.host}', f'--port={self.port}', '--in-memory',
+             f'--default-bucket={self.bucket_name}'],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.close()
+            except Exception:
+                pass
+            self._client = None
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
+
+    def __enter__(self) -> 'GcsEmulator':
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def wipe(self) -> None:
+        """Deletes every object, keeps the buckets (emulator-only endpoint)."""
+        with urllib.request.urlopen(self.url + '/wipe?keep-buckets=true', timeout=10) as r:
+            r.read()
+
+    # -- client ------------------------------------------------------------------------------
+    @property
+    def client(self):
+        """A google-cloud-storage client bound to the emulator, anonymous credentials."""
+        if self._client is None:
+            from google.auth.credentials import AnonymousCredentials
+            from google.cloud import storage
+            self._client = storage.Client(project='test-project',
+                                          credentials=AnonymousCredentials(),
+                                          client_options={'api_endpoint': self.url})
+        return self._client
+
+    def bucket(self, name: Optional[str] = None):
+        return self.client.bucket(name or self.bucket_name)
+
+    def upload_bytes(self, name: str, data: bytes, bucket: Optional[str] = None) -> str:
+        self.bucket(bucket).blob(name).upload_from_string(
+            data, content_type='application/octet-stream')
+        return f'gs://{bucket or self.bucket_name}/{name}'
+
+    def upload_files(self, mapping: Dict[str, Union[str, Path]],
+                     bucket: Optional[str] = None) -> List[str]:
+        """{object name: local file} → uploaded gs:// URLs."""
+        return [self.upload_bytes(name, Path(local).read_bytes(), bucket)
+                for name, local in mapping.items()]
+
+    def upload_tree(self, local_dir: Union[str, Path], prefix: str = '',
+                    bucket: Optional[str] = None) -> List[str]:
+        return upload_tree(local_dir, bucket or self.bucket_name, prefix, emulator=self)
+
+    def list(self, prefix: str = '', bucket: Optional[str] = None) -> List[str]:
+        return sorted(b.name for b in self.client.list_blobs(bucket or self.bucket_name,
+                                                             prefix=prefix))
+
+    def read(self, name: str, bucket: Optional[str] = None) -> bytes:
+        return self.bucket(bucket).blob(name).download_as_bytes()
+
+    def delete_prefix(self, prefix: str, bucket: Optional[str] = None) -> None:
+        for blob in list(self.client.list_blobs(bucket or self.bucket_name, prefix=prefix)):
+            blob.delete()
+
+
+def upload_tree(local_dir: Union[str, Path], bucket: str, prefix: str = '', *,
+                emulator: Optional[GcsEmulator] = None,
+                endpoint: Optional[str] = None) -> List[str]:
+    """Uploads every file under local_dir to gs://bucket/prefix/<relative path>.
+
+    The emulator is given either as a running GcsEmulator or as its URL (default: the
+    STORAGE_EMULATOR_HOST environment variable). Returns the gs:// URLs, sorted.
+    """
+    if emulator is None:
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
+        url = endpoint or os.environ['STORAGE_EMULATOR_HOST']
+        client = storage.Client(project='test-project', credentials=AnonymousCredentials(),
+                                client_options={'api_endpoint': url})
+    else:
+        client = emulator.client
+    root = Path(local_dir)
+    prefix = prefix.strip('/')
+    urls = []
+    for path in sorted(p for p in root.rglob('*') if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        name = f'{prefix}/{rel}' if prefix else rel
+        client.bucket(bucket).blob(name).upload_from_filename(
+            str(path), content_type='application/octet-stream')
+        urls.append(f'gs://{bucket}/{name}')
+    if emulator is None:
+        client.close()
+    return urls
+
+
+def gs_urls(names: Iterable[str], bucket: str) -> List[str]:
+    return [f'gs://{bucket}/{n}' for n in names]
