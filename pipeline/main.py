@@ -71,6 +71,18 @@ def stop_reason(exc: BaseException) -> Optional[str]:
     return match.group(1).strip() if match else None
 
 
+def print_help(out) -> None:
+    import argparse
+    parser = argparse.ArgumentParser(
+        prog=PROG, description='Backfill Braze Currents Avro exports into Segment as track calls.',
+        epilog='Beam options (--runner, --direct_num_workers, --project, ...) pass through. '
+               'The write key comes from SEGMENT_WRITE_KEY or --segment_write_key_secret. '
+               f'Re-send rejects with: {PROG} replay --rejects DIR [--reasons r1,r2] [options].')
+    from pipeline.options import CurrentsToSegmentOptions
+    CurrentsToSegmentOptions._add_argparse_args(parser)
+    parser.print_help(out)
+
+
 def error(message: str) -> None:
     print(f'{PROG}: error: {message}', file=sys.stderr)
 
@@ -78,6 +90,9 @@ def error(message: str) -> None:
 def run(argv: Optional[List[str]] = None, out=None) -> int:
     out = out or sys.stdout
     argv = list(sys.argv[1:] if argv is None else argv)
+    if '-h' in argv or '--help' in argv:
+        print_help(out)
+        return EXIT_OK
     if argv[:1] == ['replay']:
         from pipeline.replay import run_replay
         return run_replay(argv[1:], out)

@@ -77,3 +77,11 @@ def test_dry_run_cli_prints_table_and_never_the_key(tmp_path, small_input):
 def test_console_script_is_declared():
     text = (ROOT / 'setup.py').read_text()
     assert "'currents-to-segment=pipeline.main:main'" in text
+
+
+def test_help_lists_the_options():
+    result = cli('--help')
+    assert result.returncode == 0
+    for flag in ('--input', '--rejects', '--dry_run_output', '--max_events_per_second',
+                 '--resume', '--plan', 'replay'):
+        assert flag in result.stdout
