@@ -44,6 +44,7 @@ class Summary:
         totals = defaultdict(int)
         reasons = {}
         skipped = {}
+        statuses = {}
         for name, value in self.values.items():
             kind, key = counts.split_name(name)
             if kind in (counts.READ, counts.DROPPED, counts.SENT, counts.REJECTED):
@@ -56,6 +57,8 @@ class Summary:
                 reasons[key] = value
             elif kind == counts.FILES_SKIPPED:
                 skipped[key] = value
+            elif kind == 'requests_by_status':
+                statuses[key] = value
         order = {e.segment_event: i for i, e in enumerate(EVENTS)}
         return {
             'read': totals['read'],
@@ -73,6 +76,7 @@ class Summary:
                 for k, v in sorted(skipped.items())},
             'requests': self.values.get('requests', 0),
             'requests_retried': self.values.get('requests_retried', 0),
+            'requests_by_status': dict(sorted(statuses.items())),
         }
 
     @property
@@ -102,7 +106,8 @@ class Summary:
             lines.append('rejects by reason: ' + ', '.join(
                 f'{k} {v}' for k, v in d['rejected_by_reason'].items()))
         if d['requests']:
-            lines.append(f'requests: {d["requests"]} ({d["requests_retried"]} retried)')
+            lines.append(f'requests: {d["requests"]} ({d["requests_retried"]} retried; by answer: '
+                         + ', '.join(f'{k} {v}' for k, v in d['requests_by_status'].items()) + ')')
         lines.append('balance: read = dropped + sent + rejected ' +
                      ('OK' if self.balanced else 'MISMATCH'))
         return '\n'.join(lines)
