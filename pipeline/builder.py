@@ -57,12 +57,13 @@ def build_pipeline(settings: RunSettings, files: List[Tuple[str, Optional[str]]]
     """One wave: these files, sent (or written, in a dry run), rejects, then its manifest."""
     if is_dataflow(options) and len(files) > LARGE_GRAPH_FILES:
         options.view_as(DebugOptions).add_experiment('upload_graph')  # job graph over 10 MB
+    sender = send_step(settings, options)  # may add experiments: before Pipeline copies options
     p = beam.Pipeline(options=options)
     events, read_rejects = p | 'Read' >> ReadCurrentsEvents(files, settings.selector.event_types)
     messages, map_rejects = events | 'Map' >> MapToSegment(
         settings.message_id_prefix, pipeline.__version__, settings.integrations)
     batches, batch_rejects = messages | 'Batch' >> BatchMessages()
-    send_rejects = batches | 'Send' >> SendToSegment(send_step(settings, options))
+    send_rejects = batches | 'Send' >> SendToSegment(sender)
     written = ((read_rejects, map_rejects, batch_rejects, send_rejects)
                | 'Rejects' >> WriteRejects(f'{settings.rejects}/rejects-{settings.run_id}-{wave}'))
     if manifest_path:

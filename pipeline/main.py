@@ -2,11 +2,11 @@
 import logging
 import re
 import sys
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOptions,
-                                                  StandardOptions, TestOptions)
+                                                  StandardOptions, TestOptions, WorkerOptions)
 
 from pipeline.builder import build_pipeline, is_dataflow
 from pipeline.options import check_argv, settings_from
@@ -53,22 +53,46 @@ def honour_no_auth(options: PipelineOptions) -> None:
         pass
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).split(' [while running', 1)[0].strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+def _one_line(exc: BaseException, limit: int = 400) -> str:
+    """An exception as one line: its non-empty lines joined (Beam puts reasons on line 2)."""
+    text = str(exc).split(' [while running', 1)[0]
+    joined = ' '.join(line.strip() for line in text.splitlines() if line.strip())
+    return (joined[:limit] + '...' if len(joined) > limit else joined) or type(exc).__name__
 
 
-def stop_reason(exc: BaseException) -> Optional[str]:
-    """Our own stop reasons (no key, key refused), even when a runner re-raised or wrapped them."""
+def stop_reason(exc: BaseException) -> Optional[Tuple[str, int]]:
+    """Our own stop reasons and their exit status (no key: 2, key refused by Segment: 3),
+    found even when a runner re-raised or wrapped them."""
     seen = set()
     current = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if isinstance(current, _KNOWN_FAILURES):
-            return _one_line(current)
+            return _one_line(current), _exit_for(type(current).__name__)
         current = current.__cause__ or current.__context__
-    match = re.search(r'(?:SegmentConfigurationError|WriteKeyMissing): ([^\n\[]+)', str(exc))
-    return match.group(1).strip() if match else None
+    match = re.search(r'(SegmentConfigurationError|WriteKeyMissing): ([^\n\[]+)', str(exc))
+    return (match.group(2).strip(), _exit_for(match.group(1))) if match else None
+
+
+def _exit_for(name: str) -> int:
+    return EXIT_USAGE if name == 'WriteKeyMissing' else EXIT_SEGMENT_CONFIG
+
+
+def check_sending_setup(settings, options: PipelineOptions) -> None:
+    """Refuses, before anything runs, a run that could only fail or mis-throttle on workers."""
+    if settings.dry_run_output:
+        return
+    if is_dataflow(options):
+        if not settings.key_source.secret_name:
+            raise UsageError('on Dataflow the workers read the write key from Secret Manager: '
+                             'pass --segment_write_key_secret projects/P/secrets/S/versions/V')
+        workers = options.view_as(WorkerOptions)
+        if settings.max_events_per_second > 0 and not (workers.max_num_workers
+                                                       or workers.num_workers):
+            raise UsageError('--max_events_per_second on Dataflow is divided between workers: '
+                             'set --max_num_workers (or --num_workers)')
+    elif not settings.key_source.secret_name:
+        settings.key_source.resolve()  # fail before reading anything if no key is set
 
 
 def print_help(out) -> None:
@@ -116,8 +140,7 @@ def run(argv: Optional[List[str]] = None, out=None) -> int:
                              settings.max_events_per_second)
             print(plan_text(plan, settings.max_events_per_second), file=out)
             return EXIT_OK
-        if not settings.dry_run_output and not settings.key_source.secret_name:
-            settings.key_source.resolve()  # fail before reading anything if no key is set
+        check_sending_setup(settings, options)
         waves = make_waves(listing.files, wave_hours)
         detached = dataflow and not settings.wait and not settings.wave_hours
         if dataflow and not settings.wait and settings.wave_hours:
@@ -153,8 +176,8 @@ def run(argv: Optional[List[str]] = None, out=None) -> int:
                 print(f'stopped in wave {number + 1} of {len(waves)}; completed waves are '
                       f'recorded: rerun with --resume to continue', file=out)
             if reason:
-                error(reason)
-                return EXIT_SEGMENT_CONFIG
+                error(reason[0])
+                return reason[1]
             logging.getLogger(__name__).debug('run failed', exc_info=True)
             error(f'the run failed: {type(exc).__name__}: {_one_line(exc)}')
             return EXIT_FAILED

@@ -74,6 +74,7 @@ def rejects_pattern(path: str) -> str:
 
 
 def build_replay(settings, pattern: str, reasons, options: PipelineOptions, out_prefix: str):
+    sender = send_step(settings, options)  # may add experiments: before Pipeline copies options
     p = beam.Pipeline(options=options)
     parsed = (p | 'ReadRejects' >> beam.io.ReadFromText(pattern)
               | 'Parse' >> beam.ParDo(ParseRejectFn(reasons)).with_outputs(
@@ -87,14 +88,15 @@ def build_replay(settings, pattern: str, reasons, options: PipelineOptions, out_
         settings.message_id_prefix, pipeline.__version__, settings.integrations)
     messages = (parsed[MESSAGES], mapped) | 'AllMessages' >> beam.Flatten()
     batches, batch_rejects = messages | 'Batch' >> BatchMessages()
-    send_rejects = batches | 'Send' >> beam.ParDo(send_step(settings, options))
+    send_rejects = batches | 'Send' >> beam.ParDo(sender)
     _ = ((parsed[REJECTS], reread[REJECTS], map_rejects, batch_rejects, send_rejects)
          | 'Rejects' >> WriteRejects(out_prefix))
     return p
 
 
 def run_replay(argv: List[str], out=None) -> int:
-    from pipeline.main import (EXIT_FAILED, EXIT_SEGMENT_CONFIG, EXIT_USAGE, _one_line, error,
+    from pipeline.main import (EXIT_FAILED, EXIT_USAGE, _one_line, check_sending_setup,
+                               error,
                                finish, local_runner_options, stop_reason)
     out = out or sys.stdout
     parser = argparse.ArgumentParser(prog='currents-to-segment replay', add_help=False)
@@ -116,8 +118,7 @@ def run_replay(argv: List[str], out=None) -> int:
         pattern = rejects_pattern(settings.rejects)
         if not FileSystems.match([pattern])[0].metadata_list:
             raise UsageError(f'no rejects files match {pattern}')
-        if not settings.dry_run_output and not settings.key_source.secret_name:
-            settings.key_source.resolve()
+        check_sending_setup(settings, options)
     except (UsageError, WriteKeyMissing) as exc:
         error(_one_line(exc))
         return EXIT_USAGE
@@ -130,8 +131,8 @@ def run_replay(argv: List[str], out=None) -> int:
         result.wait_until_finish()
     except Exception as exc:
         reason = stop_reason(exc)
-        error(reason or f'the replay failed: {type(exc).__name__}: {_one_line(exc)}')
-        return EXIT_SEGMENT_CONFIG if reason else EXIT_FAILED
+        error(reason[0] if reason else f'the replay failed: {type(exc).__name__}: {_one_line(exc)}')
+        return reason[1] if reason else EXIT_FAILED
     summary = Summary.from_result(result)
     print(summary.table(), file=out)
     not_replayed = {k.split(counts.SEP, 1)[1]: v for k, v in summary.values.items()
