@@ -96,8 +96,7 @@ def build_replay(settings, pattern: str, reasons, options: PipelineOptions, out_
 
 def run_replay(argv: List[str], out=None) -> int:
     from pipeline.main import (EXIT_FAILED, EXIT_USAGE, _one_line, check_sending_setup,
-                               error,
-                               finish, local_runner_options, stop_reason)
+                               error, finish, local_runner_options, stop_reason)
     out = out or sys.stdout
     parser = argparse.ArgumentParser(prog='currents-to-segment replay', add_help=False)
     parser.add_argument('--reasons')
