@@ -163,14 +163,31 @@ def truncation_outcome(data: bytes, records: List[dict], cut: int):
 
 
 def reference_decode(data: bytes):
-    """(records decoded, error or None) with fastavro: the oracle for random byte flips only."""
+    """(records decoded, error or None): the oracle for random byte flips only.
+
+    fastavro's record reader, plus the rule the pipeline's reader adds: a block's records must
+    use exactly its bytes (fastavro alone trusts a damaged record count and silently skips the
+    rest of the block); such a block ends decoding after its records.
+    """
+    counted, error = [], None
+    try:
+        for block in fastavro.block_reader(io.BytesIO(data)):
+            if block.num_records < 0:
+                raise ValueError('negative record count')
+            counted.extend(block)
+            if block.bytes_.read(1):
+                return counted, ValueError('block has bytes beyond its records')
+    except Exception as exc:  # noqa: BLE001 - any decoder error means: unreadable rest
+        error = exc
+    if error is None:
+        return counted, None
     out = []
     try:
         for r in fastavro.reader(io.BytesIO(data)):
             out.append(r)
-    except Exception as exc:  # noqa: BLE001 - any decoder error means: unreadable rest
-        return out, exc
-    return out, None
+    except Exception:  # noqa: BLE001 - the same damage, seen record by record
+        pass
+    return out, error
 
 
 def avro(schema: dict, records: List[dict], codec: str = 'null', sync_interval: int = 16000,

@@ -147,10 +147,6 @@ def test_each_truncation_point_reads_the_whole_blocks_then_one_reject(tmp_path):
             assert out[-1] is tagged[0] and tagged[0].value.reason == 'unreadable_file'
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'BUG transforms/read.py ReadCurrentsFileFn.process: a block whose record count is corrupted '
-    '(smaller, zero or negative) decodes without error in fastavro, which skips the rest of the '
-    'block; its records are neither read nor in an unreadable_file reject (silent loss)'))
 @pytest.mark.parametrize('new_count', [20, 0, -1])
 def test_regression_corrupt_block_count_is_not_silent_loss(tmp_path, new_count):
     schema, records, data = bad_inputs.multi_block_file('cnt', n=120,

@@ -12,6 +12,9 @@ from transforms.events import BY_CURRENTS_TYPE, COMMON_PROPERTIES
 from transforms.model import INVALID_RECORD, MESSAGE_ID_TOO_LONG
 
 MAX_MESSAGE_ID_CHARS = 100
+# ISO-8601 needs a four-digit year: 1000-01-01 .. 9999-12-31 (a `time` in milliseconds by
+# mistake lands far past the end, so it is rejected, never guessed).
+MIN_SECONDS, MAX_SECONDS = -30_610_224_000, 253_402_300_800
 LIBRARY_NAME = 'currents-to-segment'
 
 
@@ -93,10 +96,9 @@ class MessageMapper:
             if isinstance(seconds, bool) or not isinstance(seconds, int):
                 raise Invalid(INVALID_RECORD, 'record has no integer time' if seconds is None
                               else f'time is not an integer: {seconds!r}')
-        try:
-            timestamp = self._timestamp(seconds)
-        except (OverflowError, OSError, ValueError):
-            raise Invalid(INVALID_RECORD, f'time out of range: {seconds}') from None
+        if not MIN_SECONDS <= seconds < MAX_SECONDS:
+            raise Invalid(INVALID_RECORD, f'time out of range (years 1000-9999): {seconds}')
+        timestamp = self._timestamp(seconds)
         message_id = self.prefix + (event_id if event_id.__class__ is str else as_string(event_id))
         if len(message_id) > MAX_MESSAGE_ID_CHARS:
             raise Invalid(MESSAGE_ID_TOO_LONG,

@@ -91,6 +91,42 @@ def _check_magic(handle) -> None:
     handle.seek(0)
 
 
+class CorruptBlock(ValueError):
+    pass
+
+
+def _checked_records(reader):
+    """Records block by block, refusing a block whose record count does not match its bytes.
+
+    fastavro trusts each block's count: a corrupted (smaller, zero, negative) count would
+    silently skip the rest of the block. Here leftover bytes make the rest of the file a reject.
+    """
+    for number, block in enumerate(reader):
+        if block.num_records < 0:
+            raise CorruptBlock(f'block {number} declares {block.num_records} records')
+        yield from block
+        if block.bytes_.read(1):
+            raise CorruptBlock(f'block {number} holds more data than its {block.num_records} '
+                               f'records')
+
+
+def _salvage(path: str, skip: int) -> list:
+    """The whole records of a block whose end is damaged (e.g. a file cut in its sync marker).
+
+    Block-level reading drops such a block entirely; fastavro's record reader yields its
+    records before it looks for the sync marker. Only used on files that already failed.
+    """
+    found = []
+    try:
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            for index, record in enumerate(fastavro.reader(handle)):
+                if index >= skip:
+                    found.append(record)
+    except Exception:
+        pass
+    return found
+
+
 class ReadCurrentsFileFn(beam.DoFn):
     """Decodes one Avro file by field name with its own writer schema.
 
@@ -109,12 +145,12 @@ class ReadCurrentsFileFn(beam.DoFn):
             try:
                 handle = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
                 _check_magic(handle)
-                reader = fastavro.reader(handle)
+                reader = fastavro.block_reader(handle)
                 if event_type is None:
                     event_type = self._type_from_header(reader, path)
                     if event_type is None:
                         return
-                records = iter(reader)
+                records = _checked_records(reader)
             except Exception as exc:
                 yield self._unreadable(path, event_type, exc, decoded)
                 return
@@ -124,6 +160,10 @@ class ReadCurrentsFileFn(beam.DoFn):
                 except StopIteration:
                     break
                 except Exception as exc:
+                    if not isinstance(exc, CorruptBlock):
+                        for record in _salvage(path, decoded):
+                            decoded += 1
+                            yield CurrentsEvent(event_type, path, record)
                     yield self._unreadable(path, event_type, exc, decoded)
                     return
                 decoded += 1
