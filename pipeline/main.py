@@ -1,11 +1,13 @@
 """Entry point: parse, check, list, plan or run (in waves), print the summary, exit with one line."""
 import logging
+import os
 import re
 import sys
 from typing import List, Optional, Tuple
 
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOptions,
+from apache_beam.options.pipeline_options import (DirectOptions, GoogleCloudOptions,
+                                                  PipelineOptions,
                                                   StandardOptions, TestOptions, WorkerOptions)
 
 from pipeline.builder import build_pipeline, is_dataflow
@@ -34,6 +36,24 @@ def local_runner_options(options: PipelineOptions) -> None:
     standard = options.view_as(StandardOptions)
     if standard.runner in (None, 'DirectRunner', 'direct'):
         standard.runner = 'FnApiRunner'
+
+
+# Worker processes cost ~2.7 s to start here and halve the per-event time on 2 cores: they pay
+# off from ~200,000 events (~95 MB of Avro); measured in bench/, see README "Local parallelism".
+PARALLEL_MIN_BYTES = 96 * 1024 * 1024
+
+
+def local_parallelism(options: PipelineOptions, argv: List[str], input_bytes: int) -> None:
+    """Large local runs use every core (FnApiRunner worker processes) unless the user chose."""
+    if (options.view_as(StandardOptions).runner != 'FnApiRunner'
+            or any(a.split('=', 1)[0] in ('--direct_num_workers', '--direct_running_mode')
+                   for a in argv)):
+        return
+    cores = os.cpu_count() or 1
+    if cores > 1 and input_bytes >= PARALLEL_MIN_BYTES:
+        direct = options.view_as(DirectOptions)
+        direct.direct_num_workers = cores
+        direct.direct_running_mode = 'multi_processing'
 
 
 def honour_no_auth(options: PipelineOptions) -> None:
@@ -141,6 +161,7 @@ def run(argv: Optional[List[str]] = None, out=None) -> int:
             print(plan_text(plan, settings.max_events_per_second), file=out)
             return EXIT_OK
         check_sending_setup(settings, options)
+        local_parallelism(options, argv, sum(size for _, _, size in listing.files))
         waves = make_waves(listing.files, wave_hours)
         detached = dataflow and not settings.wait and not settings.wave_hours
         if dataflow and not settings.wait and settings.wave_hours:
@@ -201,4 +222,8 @@ def finish(summary: Summary, summary_output: Optional[str]) -> int:
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
+    # Beam's local worker processes forward their start-up notices as warnings: not news.
+    for noisy in ('apache_beam.runners.portability.local_job_service',
+                  'apache_beam.io.filebasedsink'):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
     sys.exit(run())

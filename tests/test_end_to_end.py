@@ -209,3 +209,43 @@ def test_rerun_sends_the_same_message_ids(tmp_path, corpus, write_key):
             assert code == 0
             seen.append(sorted(m['messageId'] for m in receiver.messages()))
     assert seen[0] == seen[1] and seen[0]
+
+
+def test_worker_processes_deliver_the_same(tmp_path, corpus, write_key):
+    """The multi-process local mode large inputs get: same messages, counters, balance."""
+    root, report = corpus
+    with SegmentReceiver(write_key=KEY) as receiver:
+        code = run(_argv(tmp_path, root, '--segment_endpoint', receiver.url,
+                         '--direct_num_workers', '2', '--direct_running_mode',
+                         'multi_processing'), out=io.StringIO())
+        ids = {m['messageId'] for m in receiver.messages()}
+        stats = receiver.stats()
+    assert code == 0
+    summary = _summary(tmp_path)
+    check_against_report(summary, report)
+    assert summary['sent'] == report.eligible and ids == report.eligible_ids
+    assert stats['duplicates'] == 0
+
+
+def test_large_local_inputs_use_every_core():
+    from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
+    from pipeline.main import PARALLEL_MIN_BYTES, local_parallelism, local_runner_options
+
+    def decide(argv, size, cores=2):
+        options = PipelineOptions(argv)
+        local_runner_options(options)
+        import os
+        real = os.cpu_count
+        os.cpu_count = lambda: cores
+        try:
+            local_parallelism(options, argv, size)
+        finally:
+            os.cpu_count = real
+        d = options.view_as(DirectOptions)
+        return d.direct_num_workers, d.direct_running_mode
+
+    assert decide([], PARALLEL_MIN_BYTES) == (2, 'multi_processing')
+    assert decide([], PARALLEL_MIN_BYTES - 1) == (1, 'in_memory')
+    assert decide([], PARALLEL_MIN_BYTES, cores=1) == (1, 'in_memory')
+    assert decide(['--direct_num_workers', '1'], PARALLEL_MIN_BYTES) == (1, 'in_memory')
+    assert decide(['--runner', 'DataflowRunner'], PARALLEL_MIN_BYTES) == (1, 'in_memory')
