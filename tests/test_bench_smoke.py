@@ -1,0 +1,48 @@
+"""The benchmark's smoke mode: every variant delivers every eligible event (no timing claims)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bench_smoke_every_variant_delivers_every_eligible_event(tmp_path):
+    out = tmp_path / 'bench.json'
+    report = tmp_path / 'RESULTS.md'
+    proc = subprocess.run(
+        [sys.executable, '-m', 'bench.run', '--smoke', '--json', str(out), '--results', str(report),
+         '--workdir', str(tmp_path / 'work')],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data['ok'] is True
+    runs = data['runs_all']
+    assert {r['variant'] for r in runs} == {'pipeline', 'reference', 'official'}
+    corpus = data['corpus']
+    assert corpus['types'] == 34 and 0 < corpus['eligible'] < corpus['events']
+    for r in runs:
+        assert r['ok'], (r['variant'], r['problems'])
+        assert r['problems'] == []
+        assert r['events'] == corpus['events']
+        assert r['accepted'] == r['eligible'] == corpus['eligible'], r['variant']
+        assert r['max_batch_messages_seen'] <= 2500
+    text = report.read_text()
+    assert 'smoke' in text and '| pipeline |' in text and 'FAILED' not in text
+
+
+def test_bench_marks_a_run_that_loses_or_changes_events_failed(tmp_path, capsys):
+    from argparse import Namespace
+
+    from bench.run import Variant, run_once
+    from pipeline.sample import generate
+
+    report = generate(tmp_path / 'corpus', events=300, seed=3)
+    args = Namespace(reference_in_flight=1, official_threads=1, timeout=120)
+    # Different messageIds: the receiver gets as many messages, but not the corpus's ids.
+    bad = Variant('reference', 'reference', ['--message-id-prefix', 'x-'])
+    r = run_once(bad, str(tmp_path / 'corpus'), report, str(tmp_path / 'run1'), args, 'check')
+    assert not r['ok'] and any('messageId sets differ' in p for p in r['problems'])
+    good = Variant('reference', 'reference')
+    r = run_once(good, str(tmp_path / 'corpus'), report, str(tmp_path / 'run2'), args, 'check')
+    assert r['ok'], r['problems']
