@@ -249,3 +249,15 @@ def test_large_local_inputs_use_every_core():
     assert decide([], PARALLEL_MIN_BYTES, cores=1) == (1, 'in_memory')
     assert decide(['--direct_num_workers', '1'], PARALLEL_MIN_BYTES) == (1, 'in_memory')
     assert decide(['--runner', 'DataflowRunner'], PARALLEL_MIN_BYTES) == (1, 'in_memory')
+
+
+def test_gzip_bodies_are_delivered_and_smaller_on_the_wire(tmp_path, write_key):
+    root = tmp_path / 'in'
+    write_file(root, 'users.messages.email.Send', [record(i) for i in range(300)])
+    with SegmentReceiver(write_key=KEY) as receiver:
+        code = run(_argv(tmp_path, root, '--segment_endpoint', receiver.url, '--segment_gzip'),
+                   out=io.StringIO())
+        ids = {m['messageId'] for m in receiver.messages()}
+        requests = receiver.accepted_requests()
+    assert code == 0 and ids == {f'evt-{i}' for i in range(300)}
+    assert requests and all(r['wire_bytes'] * 3 < r['body_bytes'] for r in requests)
