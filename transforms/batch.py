@@ -53,18 +53,18 @@ class BatchGlobalWindowFn(BatchMessagesFn):
     """The same packing for the global window (a batch backfill): without the per-element
     window parameter, Beam calls `process` on its fast path."""
 
+    def start_bundle(self):
+        super().start_bundle()
+        self.packer = BatchPacker(self.max_body_bytes, self.max_messages)
+        self.packers[GLOBAL] = self.packer
+
     def process(self, message: SegmentMessage):
         if len(message.payload) > self.max_message_bytes:
-            yield beam.pvalue.TaggedOutput(REJECTS, reject_for_message(
+            return [beam.pvalue.TaggedOutput(REJECTS, reject_for_message(
                 message, MESSAGE_TOO_LARGE,
-                f'{len(message.payload)} bytes serialized; Segment allows {self.max_message_bytes}'))
-            return
-        packer = self.packers.get(GLOBAL)
-        if packer is None:
-            packer = self.packers[GLOBAL] = BatchPacker(self.max_body_bytes, self.max_messages)
-        full = packer.add(message)
-        if full:
-            yield SegmentBatch(full)
+                f'{len(message.payload)} bytes serialized; Segment allows {self.max_message_bytes}'))]
+        full = self.packer.add(message)
+        return [SegmentBatch(full)] if full else None
 
 
 class BatchMessages(beam.PTransform):

@@ -19,22 +19,21 @@ class MapToSegmentFn(beam.DoFn):
         self.mapper = MessageMapper(*self.settings)
 
     def process(self, event: CurrentsEvent):
+        # Returns lists rather than yielding: no generator per event on this hot path.
         try:
             message = self.mapper.to_message(event.event_type, event.record)
         except Invalid as exc:
-            yield beam.pvalue.TaggedOutput(REJECTS, Reject(
-                exc.reason, event.event_type, event.source, exc.detail, record=event.record))
-            return
+            return [beam.pvalue.TaggedOutput(REJECTS, Reject(
+                exc.reason, event.event_type, event.source, exc.detail, record=event.record))]
         except Exception as exc:  # odd data the schema allowed; dead-letter, never crash
-            yield beam.pvalue.TaggedOutput(REJECTS, Reject(
+            return [beam.pvalue.TaggedOutput(REJECTS, Reject(
                 INVALID_RECORD, event.event_type, event.source,
-                f'mapping failed: {type(exc).__name__}: {exc}', record=event.record))
-            return
+                f'mapping failed: {type(exc).__name__}: {exc}', record=event.record))]
         if message is DROPPED:
             counts.counter(counts.DROPPED, event.event_type).inc()
-            return
-        yield SegmentMessage(event.event_type, message['messageId'], serialize(message),
-                             event.source)
+            return None
+        return [SegmentMessage(event.event_type, message['messageId'], serialize(message),
+                               event.source)]
 
 
 class MapToSegment(beam.PTransform):
