@@ -64,7 +64,7 @@ class BatchGlobalWindowFn(BatchMessagesFn):
                 message, MESSAGE_TOO_LARGE,
                 f'{len(message.payload)} bytes serialized; Segment allows {self.max_message_bytes}'))]
         full = self.packer.add(message)
-        return [SegmentBatch(full)] if full else None
+        return [SegmentBatch(full)] if full else ()
 
 
 class BatchMessages(beam.PTransform):

@@ -31,7 +31,7 @@ class MapToSegmentFn(beam.DoFn):
                 f'mapping failed: {type(exc).__name__}: {exc}', record=event.record))]
         if message is DROPPED:
             counts.counter(counts.DROPPED, event.event_type).inc()
-            return None
+            return ()
         return [SegmentMessage(event.event_type, message['messageId'], serialize(message),
                                event.source)]
 
