@@ -4,6 +4,7 @@ The same decisions as the pipeline's reader (transforms.paths.FileSelector on th
 writer schema's full name when the path has no event_type=), with os.walk instead of Beam's
 filesystems (local folders only) so a plain-Python run does not pay for importing Beam.
 """
+import json
 import os
 from typing import Iterator, List, Optional, Tuple
 
@@ -46,3 +47,12 @@ def iter_records(files) -> Iterator[Tuple[str, dict]]:
                     continue
             for record in reader:
                 yield event_type, record
+
+
+def report(summary: dict, path: Optional[str]) -> None:
+    """A variant's one-line JSON summary on stdout (what bench.run parses), and to a file if asked."""
+    text = json.dumps(summary)
+    print(text)
+    if path:
+        with open(path, 'w') as fh:
+            fh.write(text)

@@ -12,7 +12,6 @@ Prints one JSON line and exits 0 only if the library reported no error.
 """
 import argparse
 import datetime
-import json
 import logging
 import os
 import sys
@@ -20,7 +19,7 @@ import threading
 import time
 
 import pipeline
-from bench.corpus import iter_records, list_files
+from bench.corpus import iter_records, list_files, report
 from transforms.mapping import DROPPED, Invalid, MessageMapper
 
 DEFAULT_THREADS = 2          # 1 and 2 measured within noise of each other; 2 slightly ahead
@@ -104,11 +103,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING)
     summary = run(args.input, args.host, key, args.threads, args.upload_size, args.max_queue_size,
                   args.upload_interval, args.message_id_prefix)
-    text = json.dumps(summary)
-    print(text)
-    if args.summary_output:
-        with open(args.summary_output, 'w') as fh:
-            fh.write(text)
+    report(summary, args.summary_output)
     return 0 if not summary['failed_messages'] else 1
 
 

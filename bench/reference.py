@@ -14,7 +14,6 @@ Prints one JSON line (read, dropped, sent, rejected, requests, retries) and exit
 every request ended in 2xx.
 """
 import argparse
-import json
 import os
 import sys
 import threading
@@ -25,7 +24,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 import pipeline
-from bench.corpus import iter_records, list_files
+from bench.corpus import iter_records, list_files, report
 from transforms.mapping import DROPPED, Invalid, MessageMapper, serialize
 from transforms.model import SegmentBatch, SegmentMessage
 from transforms.segment_client import basic_auth, sent_at_now
@@ -151,11 +150,7 @@ def main(argv=None) -> int:
         print('bench.reference: error: set SEGMENT_WRITE_KEY', file=sys.stderr)
         return 2
     summary = run(args.input, args.endpoint, key, max(1, args.in_flight), args.message_id_prefix)
-    text = json.dumps(summary)
-    print(text)
-    if args.summary_output:
-        with open(args.summary_output, 'w') as fh:
-            fh.write(text)
+    report(summary, args.summary_output)
     return 0 if not summary['failed_batches'] else 1
 
 
