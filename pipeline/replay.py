@@ -7,7 +7,7 @@ rejects re-read their file. Whatever is rejected again lands in a new rejects fo
 import argparse
 import json
 import sys
-from typing import List, Optional
+from typing import List
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -26,6 +26,7 @@ from transforms.model import (INVALID_RECORD, REASONS, UNREADABLE_FILE, Currents
 from transforms.paths import UsageError, is_glob
 from transforms.read import REJECTS, ReadCurrentsFileFn
 from transforms.rejects import WriteRejects
+from transforms.send import SendToSegment
 from transforms.write_key import WriteKeyMissing
 
 MESSAGES, RECORDS, FILES = 'messages', 'records', 'files'
@@ -88,7 +89,7 @@ def build_replay(settings, pattern: str, reasons, options: PipelineOptions, out_
         settings.message_id_prefix, pipeline.__version__, settings.integrations)
     messages = (parsed[MESSAGES], mapped) | 'AllMessages' >> beam.Flatten()
     batches, batch_rejects = messages | 'Batch' >> BatchMessages()
-    send_rejects = batches | 'Send' >> beam.ParDo(sender)
+    send_rejects = batches | 'Send' >> SendToSegment(sender)
     _ = ((parsed[REJECTS], reread[REJECTS], map_rejects, batch_rejects, send_rejects)
          | 'Rejects' >> WriteRejects(out_prefix))
     return p

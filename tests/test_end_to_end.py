@@ -1,7 +1,6 @@
 """The whole pipeline on a generated corpus of all 34 types: dry run, and real HTTP to the receiver."""
 import io
 import json
-import os
 import time
 from collections import Counter
 

@@ -1,5 +1,4 @@
 """Reading Currents files as Braze writes them, and surviving files it should not have written."""
-import shutil
 
 import pytest
 

@@ -28,11 +28,14 @@ class BatchMessagesFn(beam.DoFn):
     def start_bundle(self):
         self.packers = {}
 
+    def too_large(self, message: SegmentMessage):
+        return beam.pvalue.TaggedOutput(REJECTS, reject_for_message(
+            message, MESSAGE_TOO_LARGE,
+            f'{len(message.payload)} bytes serialized; Segment allows {self.max_message_bytes}'))
+
     def process(self, message: SegmentMessage, window=beam.DoFn.WindowParam):
         if len(message.payload) > self.max_message_bytes:
-            yield beam.pvalue.TaggedOutput(REJECTS, reject_for_message(
-                message, MESSAGE_TOO_LARGE,
-                f'{len(message.payload)} bytes serialized; Segment allows {self.max_message_bytes}'))
+            yield self.too_large(message)
             return
         packer = self.packers.get(window)
         if packer is None:
@@ -60,9 +63,7 @@ class BatchGlobalWindowFn(BatchMessagesFn):
 
     def process(self, message: SegmentMessage):
         if len(message.payload) > self.max_message_bytes:
-            return [beam.pvalue.TaggedOutput(REJECTS, reject_for_message(
-                message, MESSAGE_TOO_LARGE,
-                f'{len(message.payload)} bytes serialized; Segment allows {self.max_message_bytes}'))]
+            return [self.too_large(message)]
         full = self.packer.add(message)
         return [SegmentBatch(full)] if full else ()
 

@@ -6,7 +6,7 @@ import json
 import time
 
 import orjson
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Union
 
 from transforms.events import BY_CURRENTS_TYPE, COMMON_PROPERTIES
 from transforms.model import INVALID_RECORD, MESSAGE_ID_TOO_LONG

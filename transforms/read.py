@@ -1,4 +1,5 @@
 """Read: list Currents files (prune and skip by path), decode them, dead-letter what won't decode."""
+import os
 from collections import Counter
 from typing import Dict, FrozenSet, List, NamedTuple, Optional, Tuple
 
@@ -20,7 +21,6 @@ def input_pattern(input_path: str) -> str:
     if is_glob(input_path):
         return input_path
     if not input_path.startswith('gs://'):
-        import os
         if os.path.isdir(input_path):
             return input_path.rstrip('/') + '/**'
         return input_path
@@ -147,7 +147,7 @@ class ReadCurrentsFileFn(beam.DoFn):
                 _check_magic(handle)
                 reader = fastavro.block_reader(handle)
                 if event_type is None:
-                    event_type = self._type_from_header(reader, path)
+                    event_type = self._type_from_header(reader)
                     if event_type is None:
                         return
                 records = _checked_records(reader)
@@ -176,7 +176,7 @@ class ReadCurrentsFileFn(beam.DoFn):
             if handle is not None:
                 handle.close()
 
-    def _type_from_header(self, reader, path) -> Optional[str]:
+    def _type_from_header(self, reader) -> Optional[str]:
         """No event_type= in the path: the writer schema's full name says which type it is."""
         fullname = reader.writer_schema.get('name', '') if isinstance(
             reader.writer_schema, dict) else ''

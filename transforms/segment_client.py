@@ -5,7 +5,6 @@ Beam-free: the sending DoFn wraps it; unit tests drive it with a fake session an
 import base64
 import datetime
 import gzip
-import json
 import random
 import threading
 import time
@@ -204,8 +203,3 @@ def endpoint_for(region: str = 'us', override: Optional[str] = None) -> str:
             raise ValueError('--segment_endpoint: plain http:// is only allowed for loopback '
                              'hosts (127.0.0.1, ::1, localhost); use https://')
     return override
-
-
-def describe(outcome: DeliveryOutcome) -> str:
-    return json.dumps({'requests': outcome.requests, 'retries': outcome.retries,
-                       'statuses': dict(outcome.statuses)})

@@ -1,8 +1,6 @@
 """Send: batches → Segment (or to --dry_run_output); the messages that fail become rejects."""
 import concurrent.futures
 import hashlib
-import os
-import time
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
