@@ -5,6 +5,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import (DebugOptions, DirectOptions,
                                                   PipelineOptions, StandardOptions,
                                                   WorkerOptions)
+from apache_beam.runners.runner import PipelineRunner
 
 import pipeline
 from pipeline.options import RunSettings
@@ -52,13 +53,13 @@ def send_step(settings: RunSettings, options: PipelineOptions) -> beam.DoFn:
 
 def build_pipeline(settings: RunSettings, files: List[Tuple[str, Optional[str]]],
                    options: PipelineOptions, wave: str = 'w0',
-                   partitions: Iterable[str] = (), manifest_path: Optional[str] = None
-                   ) -> beam.Pipeline:
+                   partitions: Iterable[str] = (), manifest_path: Optional[str] = None,
+                   runner: Optional[PipelineRunner] = None) -> beam.Pipeline:
     """One wave: these files, sent (or written, in a dry run), rejects, then its manifest."""
     if is_dataflow(options) and len(files) > LARGE_GRAPH_FILES:
         options.view_as(DebugOptions).add_experiment('upload_graph')  # job graph over 10 MB
     sender = send_step(settings, options)  # may add experiments: before Pipeline copies options
-    p = beam.Pipeline(options=options)
+    p = beam.Pipeline(runner=runner, options=options)
     events, read_rejects = p | 'Read' >> ReadCurrentsEvents(files, settings.selector.event_types)
     messages, map_rejects = events | 'Map' >> MapToSegment(
         settings.message_id_prefix, pipeline.__version__, settings.integrations)

@@ -1,16 +1,17 @@
 """Entry point: parse, check, list, plan or run (in waves), print the summary, exit with one line."""
 import logging
-import os
 import re
 import sys
 from typing import List, Optional, Tuple
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import (DirectOptions, GoogleCloudOptions,
-                                                  PipelineOptions,
-                                                  StandardOptions, TestOptions, WorkerOptions)
+                                                  PipelineOptions, TestOptions, WorkerOptions)
 
 from pipeline.builder import build_pipeline, is_dataflow
+from pipeline.local_runner import (WarmWorkersRunner,
+                                   local_parallelism, local_runner_options, start_warm_workers,
+                                   uses_worker_processes)
 from pipeline.options import check_argv, settings_from
 from pipeline.plan import make_plan, plan_text
 from pipeline.summary import Summary
@@ -25,35 +26,6 @@ PROG = 'currents-to-segment'
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SEGMENT_CONFIG = 0, 1, 2, 3
 DEFAULT_WAVE_HOURS = 24
 _KNOWN_FAILURES = (SegmentConfigurationError, WriteKeyMissing)
-
-
-def local_runner_options(options: PipelineOptions) -> None:
-    """Pin the DirectRunner to its in-process FnApiRunner engine.
-
-    Unpinned, Beam's DirectRunner first tries to download the Prism runner binary: runs would
-    behave differently with and without internet. FnApiRunner is what it falls back to offline.
-    """
-    standard = options.view_as(StandardOptions)
-    if standard.runner in (None, 'DirectRunner', 'direct'):
-        standard.runner = 'FnApiRunner'
-
-
-# Worker processes cost ~2.7 s to start here and halve the per-event time on 2 cores: they pay
-# off from ~200,000 events (~95 MB of Avro); measured in bench/, see README "Local parallelism".
-PARALLEL_MIN_BYTES = 96 * 1024 * 1024
-
-
-def local_parallelism(options: PipelineOptions, argv: List[str], input_bytes: int) -> None:
-    """Large local runs use every core (FnApiRunner worker processes) unless the user chose."""
-    if (options.view_as(StandardOptions).runner != 'FnApiRunner'
-            or any(a.split('=', 1)[0] in ('--direct_num_workers', '--direct_running_mode')
-                   for a in argv)):
-        return
-    cores = os.cpu_count() or 1
-    if cores > 1 and input_bytes >= PARALLEL_MIN_BYTES:
-        direct = options.view_as(DirectOptions)
-        direct.direct_num_workers = cores
-        direct.direct_running_mode = 'multi_processing'
 
 
 def honour_no_auth(options: PipelineOptions) -> None:
@@ -169,6 +141,21 @@ def run(argv: Optional[List[str]] = None, out=None) -> int:
     except (UsageError, WriteKeyMissing) as exc:
         error(_one_line(exc))
         return EXIT_USAGE
+    workers = start_warm_workers(options, settings.fresh_worker_processes)
+    if uses_worker_processes(options):
+        count = options.view_as(DirectOptions).direct_num_workers
+        print(f'local run: {count} worker processes, '
+              f'{"forked warm from this one" if workers else "each started fresh"}', file=out)
+    try:
+        return run_waves(settings, options, listing, waves, detached, out,
+                         WarmWorkersRunner(workers) if workers else None)
+    finally:
+        if workers:
+            workers.close()
+
+
+def run_waves(settings, options, listing, waves, detached, out, runner=None) -> int:
+    """Runs the waves one after the other; a failed wave stops the run with one line."""
     summary = Summary.from_listing(listing.skipped)
     if listing.skipped.get('skip_done'):
         print(f'resume: {listing.skipped["skip_done"]} files in partitions completed by earlier '
@@ -179,7 +166,7 @@ def run(argv: Optional[List[str]] = None, out=None) -> int:
         try:
             p = build_pipeline(settings, [(path, t) for path, t, _ in wave], options,
                                wave=f'w{number}', partitions=partitions_of(wave),
-                               manifest_path=manifest)
+                               manifest_path=manifest, runner=runner)
             result = p.run()
             if options.view_as(TestOptions).dry_run:
                 print('Dataflow job built (--dry_run=True): nothing submitted', file=out)

@@ -14,6 +14,8 @@ from transforms.write_key import WriteKeySource
 
 SECRET_NAME = re.compile(r'^projects/[^/]+/secrets/[^/]+/versions/[^/]+$')
 FORBIDDEN_FLAGS = ('--segment_write_key', '--write_key', '--segment-write-key', '--writeKey')
+# Options that only mean something to a local run: not Flex Template parameters (metadata.json).
+LOCAL_ONLY = frozenset({'fresh_worker_processes'})
 
 
 class CurrentsToSegmentOptions(PipelineOptions):
@@ -51,6 +53,9 @@ class CurrentsToSegmentOptions(PipelineOptions):
                'when it completes (default 24 locally; on Dataflow one job unless given)')
         a('--wait', action='store_true', default=False,
           help='On Dataflow, wait for the job(s) and print the summary (default: submit, return)')
+        a('--fresh_worker_processes', action='store_true', default=False,
+          help='Local worker processes: start each cold, as Beam does, instead of forking '
+               'warm ones from this process (Linux)')
 
 
 @dataclass
@@ -75,6 +80,7 @@ class RunSettings:
     plan: bool = False
     wave_hours: Optional[int] = None
     wait: bool = False
+    fresh_worker_processes: bool = False
 
 
 def check_argv(argv) -> None:
@@ -146,4 +152,5 @@ def settings_from(options: PipelineOptions) -> RunSettings:
         integrations=integrations,
         key_source=WriteKeySource(secret_name=o.segment_write_key_secret or None),
         run_id=datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%dT%H%M%S%fZ'),
-        resume=o.resume, plan=o.plan, wave_hours=o.wave_hours, wait=o.wait)
+        resume=o.resume, plan=o.plan, wave_hours=o.wave_hours, wait=o.wait,
+        fresh_worker_processes=o.fresh_worker_processes)

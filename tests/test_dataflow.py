@@ -32,7 +32,8 @@ from apache_beam.options.pipeline_options import DebugOptions, PipelineOptions
 
 from pipeline.builder import build_pipeline
 from pipeline.main import run
-from pipeline.options import CurrentsToSegmentOptions, FORBIDDEN_FLAGS, SECRET_NAME, settings_from
+from pipeline.options import (CurrentsToSegmentOptions, FORBIDDEN_FLAGS, LOCAL_ONLY, SECRET_NAME,
+                              settings_from)
 from pipeline.sample import generate
 from tests.gcs_emulator import GcsEmulator
 from transforms.paths import parse_hour
@@ -255,7 +256,8 @@ def test_flex_launcher_argument_translation():
         import flex_launcher
     finally:
         sys.path.remove(str(ROOT))
-    assert flex_launcher.flag_options() == {'--segment_gzip', '--resume', '--plan', '--wait'}
+    assert flex_launcher.flag_options() == {'--segment_gzip', '--resume', '--plan', '--wait',
+                                            '--fresh_worker_processes'}
     argv = flex_launcher.template_argv(['--input=gs://b/x', '--segment_gzip=true',
                                         '--resume=False', '--wait=maybe', '--plan=TRUE'])
     assert argv == ['--input=gs://b/x', '--segment_gzip', '--wait=maybe', '--plan',
@@ -268,7 +270,7 @@ def test_flex_launcher_argument_translation():
 def parser_dests():
     parser = argparse.ArgumentParser(add_help=False)
     CurrentsToSegmentOptions._add_argparse_args(parser)
-    return {a.dest: a for a in parser._actions}
+    return {a.dest: a for a in parser._actions if a.dest not in LOCAL_ONLY}
 
 
 def metadata():

@@ -251,7 +251,7 @@ def test_worker_processes_deliver_the_same(tmp_path, corpus, write_key):
 
 def test_large_local_inputs_use_every_core():
     from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
-    from pipeline.main import PARALLEL_MIN_BYTES, local_parallelism, local_runner_options
+    from pipeline.local_runner import PARALLEL_MIN_BYTES, local_parallelism, local_runner_options
 
     def decide(argv, size, cores=2):
         options = PipelineOptions(argv)

@@ -1,0 +1,227 @@
+"""Warm local worker processes: forked from the launcher instead of started cold.
+
+Beam's `multi_processing` mode starts every SDK worker as a fresh
+`python -m apache_beam.runners.worker.sdk_worker_main`, which spends ~1.8 CPU-seconds importing
+Beam and this project before its first event: on a 2-core machine that is a fifth of a
+300,000-event run (bench/). Here the launcher forks one *zygote* right after its own imports,
+before any gRPC channel, thread or storage client exists. Beam still starts and waits for one
+command per worker (its own SubprocessSdkWorker, with the usual environment: control address,
+pipeline options, worker id); that command is a stdlib-only *attach* client which hands the
+environment to the zygote over a Unix socket in a private (0700) folder, and the zygote forks a
+worker that runs Beam's own `sdk_worker_main.main` with it, already warm. The client exits with
+the worker's status; if Beam kills the client, the zygote kills the worker.
+
+Linux only (fork); anything else, or `--fresh_worker_processes`, keeps Beam's cold start.
+This file runs as a script for the attach client, so its top level imports the stdlib only.
+"""
+import json
+import os
+import select
+import shlex
+import signal
+import socket
+import sys
+import tempfile
+
+_SOCKET_NAME = 'zygote.sock'
+
+
+class WarmWorkers:
+    """The zygote, seen from the launcher: start it early, hand its command to Beam, close it."""
+
+    def __init__(self, target=None):
+        self.target = target or run_beam_worker   # what a forked worker runs (tests swap it)
+        self.pid = None
+        self._dir = None
+        self._control = None   # write end of a pipe: closing it (or dying) stops the zygote
+
+    @staticmethod
+    def supported() -> bool:
+        return sys.platform.startswith('linux') and hasattr(os, 'fork')
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None
+
+    def start(self) -> 'WarmWorkers':
+        """Fork the zygote now; call before anything opens connections or starts threads."""
+        self._dir = tempfile.mkdtemp(prefix='currents-workers-')   # 0700: only we can connect
+        path = os.path.join(self._dir, _SOCKET_NAME)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+        listener.listen(64)
+        read_end, write_end = os.pipe()
+        for stream in (sys.stdout, sys.stderr):   # nothing buffered may be written twice
+            stream.flush()
+        pid = os.fork()
+        if pid == 0:
+            os.close(write_end)
+            code = 0
+            try:
+                _zygote(listener, read_end, self.target)
+            except BaseException:   # noqa: B902 - a zygote must never return into the launcher
+                code = 1
+            finally:
+                os._exit(code)
+        listener.close()
+        os.close(read_end)
+        self.pid, self._control = pid, write_end
+        return self
+
+    def command(self) -> str:
+        """The shell command Beam runs per worker (it adds the worker's environment)."""
+        return 'exec ' + ' '.join(shlex.quote(part) for part in (   # exec: Beam's signals
+            sys.executable, '-S', os.path.abspath(__file__), 'attach',  # reach the client
+            os.path.join(self._dir, _SOCKET_NAME)))
+
+    def close(self) -> None:
+        if self._control is not None:
+            os.close(self._control)
+            self._control = None
+        if self.pid is not None:
+            try:
+                os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                pass
+            self.pid = None
+        if self._dir is not None:
+            try:
+                os.unlink(os.path.join(self._dir, _SOCKET_NAME))
+                os.rmdir(self._dir)
+            except OSError:
+                pass
+            self._dir = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _zygote(listener: socket.socket, control_fd: int, target) -> None:
+    """Fork one warm worker per attach request; report each worker's exit status to its client."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C: the launcher decides, then closes us
+    import gc
+    gc.freeze()   # what the launcher built stays shared with the workers, outside the collector
+    workers = {}   # pid -> the attach client's connection
+    try:
+        while True:
+            waiting = [listener, control_fd] + list(workers.values())
+            ready = select.select(waiting, [], [], 0.2)[0]
+            if control_fd in ready:   # the launcher closed the pipe (finished or died)
+                return
+            for conn in [c for c in ready if c is not listener and c is not control_fd]:
+                pid = next(p for p, c in workers.items() if c is conn)
+                _kill(pid)            # the client went away: Beam gave up on this worker
+            if listener in ready:
+                conn, _ = listener.accept()
+                env = _receive_env(conn)
+                if env is None:
+                    conn.close()
+                else:
+                    pid = os.fork()
+                    if pid == 0:
+                        listener.close()
+                        for other in list(workers.values()) + [conn]:
+                            other.close()
+                        os.close(control_fd)
+                        _run_worker(env, target)   # never returns
+                    workers[pid] = conn
+            for pid in list(workers):
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    conn = workers.pop(pid)
+                    try:
+                        conn.sendall(b'%d\n' % os.waitstatus_to_exitcode(status))
+                    except OSError:
+                        pass
+                    conn.close()
+    finally:
+        for pid in workers:
+            _kill(pid)
+        for pid in list(workers):
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _receive_env(conn: socket.socket):
+    conn.settimeout(30)
+    data = b''
+    try:
+        while not data.endswith(b'\n'):
+            chunk = conn.recv(65536)
+            if not chunk:
+                return None
+            data += chunk
+        env = json.loads(data)
+    except (OSError, ValueError):
+        return None
+    finally:
+        conn.settimeout(None)
+    return env if isinstance(env, dict) else None
+
+
+def _run_worker(env: dict, target) -> None:
+    """In the forked worker: set the environment Beam chose, run, leave with the status."""
+    code = 1
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        os.environ.clear()
+        os.environ.update({str(k): str(v) for k, v in env.items()})
+        code = target()
+    except BaseException:   # noqa: B902 - report, then leave without running the launcher's code
+        import traceback
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:   # noqa: BLE001
+                pass
+        os._exit(code if isinstance(code, int) else 1)
+
+
+def run_beam_worker() -> int:
+    """Beam's own SDK worker main, as `python -m ...sdk_worker_main` would run it."""
+    import logging
+    root = logging.getLogger()
+    for handler in list(root.handlers):   # as in a fresh worker: its logs go to the runner
+        root.removeHandler(handler)
+    from apache_beam.runners.worker import sdk_worker_main
+    sdk_worker_main.main([])
+    return 0
+
+
+def attach(socket_path: str) -> int:
+    """The per-worker command: hand our environment to the zygote, exit with the worker's status."""
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(socket_path)
+    except OSError as exc:
+        print(f'warm worker: cannot reach the launcher ({exc})', file=sys.stderr)
+        return 1
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # closing conn kills the worker
+    conn.sendall(json.dumps(dict(os.environ)).encode('utf-8') + b'\n')
+    reply = conn.makefile('rb').readline().strip()
+    try:
+        return int(reply)
+    except ValueError:
+        print('warm worker: the launcher went away', file=sys.stderr)
+        return 1
+
+
+if __name__ == '__main__':
+    if len(sys.argv) == 3 and sys.argv[1] == 'attach':
+        sys.exit(attach(sys.argv[2]))
+    print(f'usage: {os.path.basename(sys.argv[0])} attach SOCKET', file=sys.stderr)
+    sys.exit(2)

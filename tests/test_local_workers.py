@@ -1,0 +1,181 @@
+"""Warm local worker processes: the zygote's mechanics, and a real CLI run that uses them."""
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipeline.devserver import SegmentReceiver
+from pipeline.local_runner import local_runner_options, start_warm_workers
+from pipeline.local_workers import WarmWorkers
+from pipeline.sample import generate
+from tests.helpers import balanced
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = 'wk_Zq8-TEST-KEY-do-not-leak-7731'
+
+pytestmark = pytest.mark.skipif(not WarmWorkers.supported(), reason='fork-based (Linux)')
+
+
+def _write_env_then_exit(code):
+    """A stand-in worker: records the environment it was given, exits with `code`."""
+    def target():
+        with open(os.environ['OUT_FILE'], 'w') as fh:
+            json.dump({'worker_id': os.environ.get('WORKER_ID'), 'pid': os.getpid(),
+                       'ppid': os.getppid()}, fh)
+        return code
+    return target
+
+
+def _sleep_forever():
+    with open(os.environ['OUT_FILE'], 'w') as fh:
+        fh.write(str(os.getpid()))
+    time.sleep(600)
+    return 0
+
+
+def _attach(workers, env):
+    return subprocess.Popen(workers.command(), shell=True, env=dict(os.environ, **env))
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:   # a zombie is not alive either
+        with open(f'/proc/{pid}/stat') as fh:
+            return fh.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except OSError:
+        return False
+
+
+def test_attach_runs_a_forked_worker_with_beams_environment_and_returns_its_status(tmp_path):
+    out = tmp_path / 'env.json'
+    with WarmWorkers(target=_write_env_then_exit(7)).start() as workers:
+        zygote = workers.pid
+        client = _attach(workers, {'OUT_FILE': str(out), 'WORKER_ID': 'worker_3'})
+        assert client.wait(30) == 7
+    seen = json.loads(out.read_text())
+    assert seen['worker_id'] == 'worker_3'
+    assert seen['ppid'] == zygote and seen['pid'] != zygote
+    assert not _alive(zygote)
+
+
+def test_killing_the_attach_client_kills_its_worker(tmp_path):
+    out = tmp_path / 'pid'
+    with WarmWorkers(target=_sleep_forever).start() as workers:
+        client = _attach(workers, {'OUT_FILE': str(out)})
+        deadline = time.monotonic() + 30
+        while not out.exists() or not out.read_text():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        worker = int(out.read_text())
+        assert _alive(worker)
+        client.send_signal(signal.SIGTERM)   # what Beam does to a worker it gives up on
+        client.wait(30)
+        deadline = time.monotonic() + 30
+        while _alive(worker):
+            assert time.monotonic() < deadline, 'worker outlived its attach client'
+            time.sleep(0.05)
+
+
+def test_closing_stops_the_zygote_and_its_workers_and_removes_the_socket(tmp_path):
+    out = tmp_path / 'pid'
+    workers = WarmWorkers(target=_sleep_forever).start()
+    folder = os.path.dirname(workers.command().split()[-1].strip("'"))
+    client = _attach(workers, {'OUT_FILE': str(out)})
+    deadline = time.monotonic() + 30
+    while not out.exists() or not out.read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    worker, zygote = int(out.read_text()), workers.pid
+    workers.close()
+    assert not _alive(zygote) and not os.path.exists(folder)
+    deadline = time.monotonic() + 30
+    while _alive(worker):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert client.wait(30) != 0   # the launcher went away: the client says so, never hangs
+
+
+def test_attach_without_a_zygote_is_one_line_and_fails(tmp_path):
+    proc = subprocess.run([sys.executable, '-S', str(ROOT / 'pipeline' / 'local_workers.py'),
+                           'attach', str(tmp_path / 'none.sock')],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1
+    assert proc.stderr.count('\n') == 1 and 'cannot reach the launcher' in proc.stderr
+
+
+def _options(*argv):
+    options = PipelineOptions(list(argv))
+    local_runner_options(options)
+    return options
+
+
+def test_warm_workers_only_for_local_worker_processes_in_a_single_threaded_launcher():
+    mp = ('--direct_num_workers', '2', '--direct_running_mode', 'multi_processing')
+    assert start_warm_workers(_options(), fresh=False) is None
+    assert start_warm_workers(_options(*mp), fresh=True) is None
+    assert start_warm_workers(_options('--runner', 'DataflowRunner', *mp), fresh=False) is None
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:   # forking copies only this thread: never while another one runs
+        assert start_warm_workers(_options(*mp), fresh=False) is None
+    finally:
+        stop.set()
+        other.join()
+
+
+def _socket_folders():
+    import tempfile
+    return {p for p in os.listdir(tempfile.gettempdir()) if p.startswith('currents-workers-')}
+
+
+@pytest.mark.parametrize('fresh', [False, True])
+def test_cli_run_on_worker_processes_delivers_everything(tmp_path, fresh):
+    """The real thing: `python -m pipeline` with 2 local worker processes, forked or fresh."""
+    report = generate(str(tmp_path / 'in'), events=3000, seed=5)
+    extra = ['--fresh_worker_processes'] if fresh else []
+    before = _socket_folders()
+    with SegmentReceiver(write_key=KEY) as receiver:
+        proc = subprocess.run(
+            [sys.executable, '-m', 'pipeline', '--input', report.root,
+             '--rejects', str(tmp_path / 'rejects'), '--segment_endpoint', receiver.url,
+             '--summary_output', str(tmp_path / 'summary.json'),
+             '--direct_num_workers', '2', '--direct_running_mode', 'multi_processing', *extra],
+            cwd=ROOT, env=dict(os.environ, SEGMENT_WRITE_KEY=KEY), capture_output=True,
+            text=True, timeout=300)
+        ids = {m['messageId'] for m in receiver.messages()}
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    expected = 'each started fresh' if fresh else 'forked warm from this one'
+    assert f'local run: 2 worker processes, {expected}' in proc.stdout
+    summary = json.loads((tmp_path / 'summary.json').read_text())
+    assert summary['sent'] == report.eligible and ids == report.eligible_ids
+    assert balanced(summary) and summary['rejected'] == 0
+    assert KEY not in proc.stdout + proc.stderr
+    assert 'Traceback' not in proc.stderr
+    assert _socket_folders() <= before   # the launcher removed its zygote's folder
+
+
+def test_run_in_process_falls_back_to_fresh_workers_when_threads_run(tmp_path, monkeypatch):
+    """pytest's process has receiver threads: forking is refused, Beam's cold start is used."""
+    from pipeline.main import run
+    monkeypatch.setenv('SEGMENT_WRITE_KEY', KEY)
+    report = generate(str(tmp_path / 'in'), events=500, seed=9)
+    out = io.StringIO()
+    with SegmentReceiver(write_key=KEY) as receiver:
+        code = run(['--input', report.root, '--rejects', str(tmp_path / 'rejects'),
+                    '--segment_endpoint', receiver.url, '--direct_num_workers', '2',
+                    '--direct_running_mode', 'multi_processing'], out=out)
+        assert len(receiver.messages()) == report.eligible
+    assert code == 0
+    assert 'local run: 2 worker processes, each started fresh' in out.getvalue()
