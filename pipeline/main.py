@@ -1,5 +1,7 @@
 """Entry point: parse, check, list, plan or run (in waves), print the summary, exit with one line."""
+import atexit
 import logging
+import os
 import re
 import sys
 from typing import List, Optional, Tuple
@@ -213,4 +215,20 @@ def main() -> None:
     for noisy in ('apache_beam.runners.portability.local_job_service',
                   'apache_beam.io.filebasedsink'):
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    sys.exit(run())
+    leave(run())
+
+
+def leave(code: int) -> None:
+    """Exit without the interpreter's teardown of Beam's heap (~0.5 s of a 10-s local run).
+
+    Only from the command line, once the run is over: the atexit handlers (logging's flush
+    among them) still run and the standard streams are flushed; what is skipped is freeing
+    every module and object one by one, which the OS does at once.
+    """
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
