@@ -14,10 +14,12 @@ external_user_id, a few files of other types), then every run starts a fresh loc
   reference  python -m bench.reference   (plain single-process Python, see that module)
   official   python -m bench.official_client   (segment-analytics-python, tuned for bulk)
 
-plus the pipeline with `--direct_num_workers 2 --direct_running_mode multi_threading` and
-`... multi_processing` (skip with --no-variants). Runs are interleaved round by round. A run whose
-receiver did not accept exactly the corpus's eligible messageIds (same count, same set) or that
-exited non-zero is FAILED, and the command exits 1. Timings are reported, never asserted.
+plus the pipeline with `--direct_num_workers 1` (one process), `... 2 --direct_running_mode
+multi_threading`, `... multi_processing` (warm workers) and the same with
+`--fresh_worker_processes` (Beam's cold start); skip them with --no-variants. Runs are
+interleaved round by round. A run whose receiver did not accept exactly the corpus's eligible
+messageIds (same count, same set) or that exited non-zero is FAILED, and the command exits 1.
+Timings are reported, never asserted.
 """
 import argparse
 import datetime
@@ -76,7 +78,11 @@ FLAG_VARIANTS = [
             '--direct_num_workers 2 --direct_running_mode multi_threading'),
     Variant('pipeline mp2', 'pipeline',
             ['--direct_num_workers', '2', '--direct_running_mode', 'multi_processing'],
-            '--direct_num_workers 2 --direct_running_mode multi_processing'),
+            '--direct_num_workers 2 --direct_running_mode multi_processing (warm, forked workers)'),
+    Variant('pipeline mp2 cold', 'pipeline',
+            ['--direct_num_workers', '2', '--direct_running_mode', 'multi_processing',
+             '--fresh_worker_processes'],
+            'the same with --fresh_worker_processes (Beam\'s cold-started workers)'),
 ]
 
 

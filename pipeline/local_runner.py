@@ -10,10 +10,10 @@ from apache_beam.transforms.environments import SubprocessSDKEnvironment
 
 from pipeline.local_workers import WarmWorkers
 
-# Cold worker processes cost ~2.7 s to start here, warm (forked) ones ~0.1 s; two of them halve
-# the per-event time on 2 cores. Below this input size one process is as fast (bench/, README
-# "Local parallelism").
-PARALLEL_MIN_BYTES = 96 * 1024 * 1024
+# Warm (forked) worker processes are ready in milliseconds, cold ones in ~2.7 s; two of them
+# roughly halve the per-event time on 2 cores. One process and two warm workers break even at
+# ~30,000 events (16 MB) here (README "Local parallelism").
+PARALLEL_MIN_BYTES = 24 * 1024 * 1024
 _DIRECT_FLAGS = ('--direct_num_workers', '--direct_running_mode')
 
 
