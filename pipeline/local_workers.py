@@ -9,7 +9,9 @@ command per worker (its own SubprocessSdkWorker, with the usual environment: con
 pipeline options, worker id); that command is a stdlib-only *attach* client which hands the
 environment to the zygote over a Unix socket in a private (0700) folder, and the zygote forks a
 worker that runs Beam's own `sdk_worker_main.main` with it, already warm. The client exits with
-the worker's status; if Beam kills the client, the zygote kills the worker.
+the worker's status; if Beam kills the client, the zygote kills the worker. A client that
+cannot reach the zygote becomes the cold worker Beam would have started (exec), so a worker
+is never missing.
 
 Linux only (fork); anything else, or `--fresh_worker_processes`, keeps Beam's cold start.
 This file runs as a script for the attach client, so its top level imports the stdlib only.
@@ -24,6 +26,7 @@ import sys
 import tempfile
 
 _SOCKET_NAME = 'zygote.sock'
+COLD_WORKER_MODULE = 'apache_beam.runners.worker.sdk_worker_main'   # what Beam itself runs
 
 
 class WarmWorkers:
@@ -207,9 +210,10 @@ def attach(socket_path: str) -> int:
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.connect(socket_path)
-    except OSError as exc:
-        print(f'warm worker: cannot reach the launcher ({exc})', file=sys.stderr)
-        return 1
+    except OSError as exc:   # no zygote: be the cold worker Beam would have started
+        print(f'warm worker: launcher unreachable ({exc}); starting a fresh worker',
+              file=sys.stderr, flush=True)
+        os.execv(sys.executable, [sys.executable, '-m', COLD_WORKER_MODULE])
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # closing conn kills the worker
     conn.sendall(json.dumps(dict(os.environ)).encode('utf-8') + b'\n')
     reply = conn.makefile('rb').readline().strip()
