@@ -59,19 +59,21 @@ def start_warm_workers(options: PipelineOptions, fresh: bool) -> Optional[WarmWo
         return None
     if threading.active_count() > 1:
         return None
-    return WarmWorkers().start()
+    try:
+        return WarmWorkers().start()
+    except OSError:   # e.g. no Unix socket possible in the temp folder: Beam's cold start
+        return None
 
 
 class _KeepEnvironmentFilter(logging.Filter):
     """FnApiRunner warns that in_memory mode ignores direct_num_workers: not so with our
-    environment (FnApiRunner starts one worker per direct_num_workers for any environment)."""
+    environment (FnApiRunner starts direct_num_workers workers for any environment)."""
 
     def filter(self, record):
         return 'direct_num_workers is not equal to 1' not in record.getMessage()
 
 
 _FN_RUNNER_LOGGER = logging.getLogger('apache_beam.runners.portability.fn_api_runner.fn_runner')
-_FN_RUNNER_LOGGER.addFilter(_KeepEnvironmentFilter())
 
 
 class WarmWorkersRunner(FnApiRunner):
@@ -89,7 +91,10 @@ class WarmWorkersRunner(FnApiRunner):
     def run_pipeline(self, pipeline, options):
         direct = options.view_as(DirectOptions)
         mode, direct.direct_running_mode = direct.direct_running_mode, 'in_memory'
+        quiet = _KeepEnvironmentFilter()
+        _FN_RUNNER_LOGGER.addFilter(quiet)
         try:
             return super().run_pipeline(pipeline, options)
         finally:
+            _FN_RUNNER_LOGGER.removeFilter(quiet)
             direct.direct_running_mode = mode

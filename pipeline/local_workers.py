@@ -49,10 +49,14 @@ class WarmWorkers:
     def start(self) -> 'WarmWorkers':
         """Fork the zygote now; call before anything opens connections or starts threads."""
         self._dir = tempfile.mkdtemp(prefix='currents-workers-')   # 0700: only we can connect
-        path = os.path.join(self._dir, _SOCKET_NAME)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(path)
-        listener.listen(64)
+        try:
+            listener.bind(os.path.join(self._dir, _SOCKET_NAME))   # fails if the path is too long
+            listener.listen(64)
+        except OSError:
+            listener.close()
+            self.close()
+            raise
         read_end, write_end = os.pipe()
         for stream in (sys.stdout, sys.stderr):   # nothing buffered may be written twice
             stream.flush()
@@ -88,11 +92,12 @@ class WarmWorkers:
                 pass
             self.pid = None
         if self._dir is not None:
-            try:
-                os.unlink(os.path.join(self._dir, _SOCKET_NAME))
-                os.rmdir(self._dir)
-            except OSError:
-                pass
+            for remove, path in ((os.unlink, os.path.join(self._dir, _SOCKET_NAME)),
+                                 (os.rmdir, self._dir)):
+                try:
+                    remove(path)
+                except OSError:
+                    pass
             self._dir = None
 
     def __enter__(self):

@@ -184,3 +184,18 @@ def test_run_in_process_falls_back_to_fresh_workers_when_threads_run(tmp_path, m
         assert len(receiver.messages()) == report.eligible
     assert code == 0
     assert 'local run: 2 worker processes, each started fresh' in out.getvalue()
+
+
+def test_a_zygote_that_cannot_listen_leaves_nothing_and_the_run_uses_cold_workers(
+        tmp_path, monkeypatch):
+    """A temp folder whose path is too long for a Unix socket: no zygote, no leftover folder."""
+    import tempfile
+    deep = tmp_path / ('d' * 100)
+    deep.mkdir()
+    monkeypatch.setattr(tempfile, 'tempdir', str(deep))
+    with pytest.raises(OSError):
+        WarmWorkers().start()
+    assert os.listdir(deep) == []
+    mp = ('--direct_num_workers', '2', '--direct_running_mode', 'multi_processing')
+    assert start_warm_workers(_options(*mp), fresh=False) is None
+    assert os.listdir(deep) == []
