@@ -8,6 +8,20 @@ SHARED = Path(os.environ.get('CURRENTS_SHARED', ROOT.parent / 'shared'))
 SAMPLES = SHARED / 'currents-samples'
 
 
+@pytest.fixture(scope='session', autouse=True)
+def _no_beam_temp_folders_left():
+    """Beam makes a temp folder in every Pipeline() and removes it only in run(); some tests
+    build pipelines they never run (graph and Dataflow translation checks)."""
+    import glob
+    import shutil
+    import tempfile
+    pattern = os.path.join(tempfile.gettempdir(), 'beam-pipeline-temp*')
+    before = set(glob.glob(pattern))
+    yield
+    for folder in set(glob.glob(pattern)) - before:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture(scope='session')
 def samples_dir() -> Path:
     if not (SAMPLES / 'avro').is_dir():
