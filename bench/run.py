@@ -394,10 +394,9 @@ def write_results(path: Path, ctx: dict) -> None:
         '- Before the runs the project\'s modules are byte-compiled once (`compileall`), as pip does '
         'for an installed package; this machine sets PYTHONDONTWRITEBYTECODE, so otherwise every '
         'variant would recompile them at every start.',
-        '- CPU s includes the warm worker processes: they are children of the zygote, which the '
-        'launcher waits for, so `os.wait4` counts them too.',
         '- CPU s: user+sys from `os.wait4` on the subprocess — its own time plus that of every '
-        'descendant it waited for (Beam waits for its multi_processing SDK workers), i.e. the process tree.',
+        'descendant it waited for (Beam waits for its multi_processing SDK workers; warm workers are '
+        'children of the zygote, which the launcher waits for), i.e. the process tree.',
         '- Peak RSS (ru_maxrss): from the same `os.wait4`; Linux reports the largest peak of any *single* '
         'process of the tree (exact). "tree RSS peak": the sum of VmRSS of the subprocess and all '
         'descendants, sampled every 0.2 s (shared pages counted per process, so an upper bound for '

@@ -557,22 +557,18 @@ class SegmentReceiver:
         # Envelope context/integrations are merged into each item (item keys win, §1.3); such
         # items, and those given a messageId here, are kept as their own text.
         env = [(k, obj[k]) for k in ('context', 'integrations') if type(obj.get(k)) is dict]
-        missing = 0
-        if not env and all('messageId' in batch[i] for i in keep):
-            new_ids = [(batch[i]['messageId'], i) for i in keep]
-        else:
-            new_ids = []
-            for i in keep:
-                m = batch[i]
-                changed = False
-                for k, v in env:
-                    m[k] = {**v, **m.get(k, {})}
-                    changed = True
-                if 'messageId' not in m:
-                    m['messageId'] = f'receiver-{uuid.uuid4()}'
-                    missing += 1
-                    changed = True
-                new_ids.append((m['messageId'], _encode(m) if changed else i))
+        new_ids, missing = [], 0
+        for i in keep:
+            m = batch[i]
+            changed = False
+            for k, v in env:
+                m[k] = {**v, **m.get(k, {})}
+                changed = True
+            if 'messageId' not in m:
+                m['messageId'] = f'receiver-{uuid.uuid4()}'
+                missing += 1
+                changed = True
+            new_ids.append((m['messageId'], _encode(m) if changed else i))
 
         sent_at = obj.get('sentAt')
         with self._lock:
