@@ -2,12 +2,12 @@
 from typing import Iterable, List, Optional, Tuple
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import (DebugOptions, DirectOptions,
-                                                  PipelineOptions, StandardOptions,
-                                                  WorkerOptions)
+from apache_beam.options.pipeline_options import (DebugOptions, PipelineOptions,
+                                                  StandardOptions, WorkerOptions)
 from apache_beam.runners.runner import PipelineRunner
 
 import pipeline
+from pipeline.local_runner import worker_processes
 from pipeline.options import RunSettings
 from transforms.batch import BatchMessages
 from transforms.manifest import WriteManifestFn
@@ -32,10 +32,7 @@ def sending_processes(options: PipelineOptions) -> int:
     if is_dataflow(options):
         workers = options.view_as(WorkerOptions)
         return max(1, workers.max_num_workers or workers.num_workers or 1)
-    direct = options.view_as(DirectOptions)
-    if direct.direct_running_mode == 'multi_processing':
-        return max(1, direct.direct_num_workers or 1)
-    return 1
+    return max(1, worker_processes(options))
 
 
 def send_step(settings: RunSettings, options: PipelineOptions) -> beam.DoFn:

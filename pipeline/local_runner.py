@@ -43,10 +43,16 @@ def local_parallelism(options: PipelineOptions, argv: List[str], input_bytes: in
         direct.direct_running_mode = 'multi_processing'
 
 
-def uses_worker_processes(options: PipelineOptions) -> bool:
+def worker_processes(options: PipelineOptions) -> int:
+    """How many local worker processes the run starts (0: it runs in this process)."""
     direct = options.view_as(DirectOptions)
-    return (is_local(options) and direct.direct_running_mode == 'multi_processing'
-            and (direct.direct_num_workers or 1) != 1)
+    if not is_local(options) or direct.direct_running_mode != 'multi_processing':
+        return 0
+    return direct.direct_num_workers or os.cpu_count() or 1   # 0: every core, as Beam reads it
+
+
+def uses_worker_processes(options: PipelineOptions) -> bool:
+    return worker_processes(options) > 1
 
 
 def start_warm_workers(options: PipelineOptions, fresh: bool) -> Optional[WarmWorkers]:

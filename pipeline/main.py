@@ -7,13 +7,12 @@ import sys
 from typing import List, Optional, Tuple
 
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import (DirectOptions, GoogleCloudOptions,
-                                                  PipelineOptions, TestOptions, WorkerOptions)
+from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOptions,
+                                                  TestOptions, WorkerOptions)
 
 from pipeline.builder import build_pipeline, is_dataflow
-from pipeline.local_runner import (WarmWorkersRunner,
-                                   local_parallelism, local_runner_options, start_warm_workers,
-                                   uses_worker_processes)
+from pipeline.local_runner import (WarmWorkersRunner, local_parallelism, local_runner_options,
+                                   start_warm_workers, uses_worker_processes, worker_processes)
 from pipeline.options import check_argv, settings_from
 from pipeline.plan import make_plan, plan_text
 from pipeline.summary import Summary
@@ -145,8 +144,7 @@ def run(argv: Optional[List[str]] = None, out=None) -> int:
         return EXIT_USAGE
     workers = start_warm_workers(options, settings.fresh_worker_processes)
     if uses_worker_processes(options):
-        count = options.view_as(DirectOptions).direct_num_workers
-        print(f'local run: {count} worker processes, '
+        print(f'local run: {worker_processes(options)} worker processes, '
               f'{"forked warm from this one" if workers else "each started fresh"}', file=out)
     try:
         return run_waves(settings, options, listing, waves, detached, out,

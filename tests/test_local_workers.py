@@ -199,3 +199,20 @@ def test_a_zygote_that_cannot_listen_leaves_nothing_and_the_run_uses_cold_worker
     mp = ('--direct_num_workers', '2', '--direct_running_mode', 'multi_processing')
     assert start_warm_workers(_options(*mp), fresh=False) is None
     assert os.listdir(deep) == []
+
+
+def test_worker_count_reads_zero_as_every_core_for_the_throttle_and_the_workers(monkeypatch):
+    """Beam reads --direct_num_workers 0 as one worker per core: the throttle is divided by that
+    many sending processes, and they are forked warm like any other count."""
+    from pipeline.builder import sending_processes
+    from pipeline.local_runner import uses_worker_processes, worker_processes
+    monkeypatch.setattr(os, 'cpu_count', lambda: 4)
+    zero = _options('--direct_num_workers', '0', '--direct_running_mode', 'multi_processing')
+    assert worker_processes(zero) == 4 and uses_worker_processes(zero)
+    assert sending_processes(zero) == 4
+    one = _options('--direct_num_workers', '1', '--direct_running_mode', 'multi_processing')
+    assert worker_processes(one) == 1 and not uses_worker_processes(one)
+    assert sending_processes(one) == 1
+    assert worker_processes(_options()) == 0 and sending_processes(_options()) == 1
+    threads = _options('--direct_num_workers', '3', '--direct_running_mode', 'multi_threading')
+    assert worker_processes(threads) == 0 and sending_processes(threads) == 1
