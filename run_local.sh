@@ -17,7 +17,7 @@ has() { local f; for f in "${args[@]+"${args[@]}"}"; do case "$f" in "$1"|"$1"=*
 out="${LOCAL_OUT:-out}"
 if ! has --input; then
   if [ ! -d sample-data ]; then
-    python -m pipeline.sample --output sample-data --events "${SAMPLE_EVENTS:-20000}" --seed 1
+    python -m devtools.sample --output sample-data --events "${SAMPLE_EVENTS:-20000}" --seed 1
   fi
   args+=(--input sample-data)
 fi
@@ -32,7 +32,7 @@ if ! has --segment_endpoint && ! has --dry_run_output && ! has --segment_region;
   export SEGMENT_WRITE_KEY="${SEGMENT_WRITE_KEY:-local-dev-write-key}"
   mkdir -p "$out"
   port_file="$out/receiver.port"; rm -f "$port_file"
-  python -m pipeline.devserver --port 0 --port-file "$port_file" --store "$out/received.jsonl" \
+  python -m devtools.receiver --port 0 --port-file "$port_file" --store "$out/received.jsonl" \
     > "$out/receiver.log" 2>&1 &
   receiver_pid=$!
   for _ in $(seq 100); do [ -s "$port_file" ] && break; sleep 0.1; done

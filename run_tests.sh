@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Runs the whole test suite (installs what it needs on first use). Extra args go to pytest.
+# Runs the test suite (installs what it needs on first use). Extra args go to pytest.
+#   ./run_tests.sh          the whole suite (CI runs exactly this)
+#   ./run_tests.sh --fast   unit and small end-to-end tests only, for the edit loop
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/venv.sh
-exec python -m pytest -q -p no:cacheprovider "$@" tests
+tier=()
+if [ "${1:-}" = "--fast" ]; then shift; tier=(-m "not slow"); fi
+exec python -m pytest -q -p no:cacheprovider "${tier[@]+"${tier[@]}"}" "$@" tests

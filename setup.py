@@ -13,7 +13,6 @@ setuptools.setup(
     version=VERSION,
     description='Backfill Braze Currents Avro exports into Segment as track calls (Apache Beam)',
     packages=['pipeline', 'transforms'],
-    package_data={'pipeline': ['schemas/*.avsc']},
     python_requires='>=3.10',
     install_requires=[
         'apache-beam[gcp]==2.77.0',

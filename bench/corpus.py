@@ -1,6 +1,6 @@
 """Listing and decoding a Currents export without Beam, shared by the two non-Beam variants.
 
-The same decisions as the pipeline's reader (transforms.paths.FileSelector on the path, the
+The same decisions as the pipeline's reader (pipeline.paths.FileSelector on the path, the
 writer schema's full name when the path has no event_type=), with os.walk instead of Beam's
 filesystems (local folders only) so a plain-Python run does not pay for importing Beam.
 """
@@ -11,7 +11,7 @@ from typing import Iterator, List, Optional, Tuple
 import fastavro
 
 from transforms.events import EVENTS, event_type_from_schema_name
-from transforms.paths import FileSelector
+from pipeline.paths import FileSelector
 
 ALL_TYPES = frozenset(e.currents_type for e in EVENTS)
 

@@ -146,7 +146,7 @@ def main(argv=None) -> int:
         report = None
         corpus = args.corpus
         if not corpus:
-            from pipeline.sample import generate
+            from devtools.sample import generate
             corpus = os.path.join(work, 'corpus')
             report = generate(corpus, events=args.events, seed=args.seed)
         with Receiver(os.path.join(work, 'receiver'), WRITE_KEY, str(ROOT)) as receiver:

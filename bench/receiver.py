@@ -1,4 +1,4 @@
-"""The project's local Segment-compatible receiver (pipeline.devserver), one process per run.
+"""The project's local Segment-compatible receiver (devtools.receiver), one process per run.
 
 Started through its CLI as a separate process (so its CPU is not the measured client's), fresh
 for every run (its `accepted` counts unique messageIds since it started), stopped with SIGTERM
@@ -32,7 +32,7 @@ class Receiver:
             os.remove(port_file)
         self._log = open(os.path.join(self.workdir, 'receiver.log'), 'wb')
         self.proc = subprocess.Popen(
-            [self.python, '-m', 'pipeline.devserver', '--host', '127.0.0.1', '--port', '0',
+            [self.python, '-m', 'devtools.receiver', '--host', '127.0.0.1', '--port', '0',
              '--port-file', port_file, '--write-key', self.write_key],
             cwd=self.cwd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout

@@ -5,9 +5,9 @@
     python -m bench.run --scale-check         # also the pipeline's peak RSS at 4x the corpus
     python -m bench.run --smoke               # ~2,000 events, 1 run each: correctness only, no timings claimed
 
-One corpus is generated (pipeline.sample.generate: all 34 types, ~10% of events without
+One corpus is generated (devtools.sample.generate: all 34 types, ~10% of events without
 external_user_id, a few files of other types), then every run starts a fresh local receiver
-(python -m pipeline.devserver) and one subprocess, exactly as a user would start it:
+(python -m devtools.receiver) and one subprocess, exactly as a user would start it:
 
   pipeline   python -m pipeline --input DIR --rejects TMP --segment_endpoint URL --summary_output F
              (DirectRunner = the project's pinned FnApiRunner, default local settings, no throttle)
@@ -301,7 +301,7 @@ def write_results(path: Path, ctx: dict) -> None:
         '',
         '## Corpus',
         '',
-        f'`pipeline.sample.generate(events={rep["events_requested"]}, seed={rep["seed"]})`: '
+        f'`devtools.sample.generate(events={rep["events_requested"]}, seed={rep["seed"]})`: '
         f'{_f(rep["events"])} events in {rep["files"]} Avro files ({rep["types"]} event types, '
         f'{rep["mib"]:.0f} MiB), {_f(rep["eligible"])} eligible (with external_user_id), '
         f'{_f(rep["events"] - rep["eligible"])} ({(rep["events"] - rep["eligible"]) / max(rep["events"], 1):.1%}) '
@@ -386,7 +386,7 @@ def write_results(path: Path, ctx: dict) -> None:
         '',
         '## Method',
         '',
-        '- Every run: a fresh `python -m pipeline.devserver` (the project\'s receiver, its own process), '
+        '- Every run: a fresh `python -m devtools.receiver` (the project\'s receiver, its own process), '
         'then the variant as a subprocess with `SEGMENT_WRITE_KEY` set; wall time is from start to exit '
         'of that subprocess (interpreter start, imports and Beam\'s pipeline construction included). '
         'A run is OK only if it exited 0, read every event, and the receiver\'s accepted unique messageIds '
@@ -432,7 +432,7 @@ def write_results(path: Path, ctx: dict) -> None:
 # ---------------------------------------------------------------------------------------------
 
 def make_corpus(directory: str, events: int, seed: int) -> tuple:
-    from pipeline.sample import generate
+    from devtools.sample import generate
     t0 = time.perf_counter()
     report = generate(directory, events=events, seed=seed)
     took = time.perf_counter() - t0

@@ -17,9 +17,9 @@ from pipeline.options import check_argv, settings_from
 from pipeline.plan import make_plan, plan_text
 from pipeline.summary import Summary
 from pipeline.waves import make_waves, partitions_of
-from transforms.manifest import completed_partitions, manifest_dir
-from transforms.paths import UsageError
-from transforms.read import input_pattern, list_currents_files
+from pipeline.resume import completed_partitions, manifest_dir
+from pipeline.paths import UsageError
+from pipeline.listing import input_pattern, list_currents_files
 from transforms.segment_client import SegmentConfigurationError
 from transforms.write_key import WriteKeyMissing
 

@@ -8,8 +8,8 @@ from typing import Any, Dict, FrozenSet, Optional
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms.events import EVENTS, resolve_event_type
-from transforms.paths import FileSelector, UsageError, parse_hour
-from transforms.segment_client import endpoint_for
+from pipeline.paths import FileSelector, UsageError, parse_hour
+from pipeline.endpoint import endpoint_for
 from transforms.write_key import WriteKeySource
 
 SECRET_NAME = re.compile(r'^projects/[^/]+/secrets/[^/]+/versions/[^/]+$')

@@ -8,7 +8,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline.waves import make_waves, partitions_of
 from transforms.events import BY_CURRENTS_TYPE, event_type_from_schema_name
-from transforms.paths import hour_from_path
+from pipeline.paths import hour_from_path
 
 
 def _events_per_byte(path: str) -> Tuple[Optional[str], float]:

@@ -23,7 +23,7 @@ from transforms.map import MapToSegment
 from transforms.mapping import serialize
 from transforms.model import (INVALID_RECORD, REASONS, UNREADABLE_FILE, CurrentsEvent,
                               Reject, SegmentMessage)
-from transforms.paths import UsageError, is_glob
+from pipeline.paths import UsageError, is_glob
 from transforms.read import REJECTS, ReadCurrentsFileFn
 from transforms.rejects import WriteRejects
 from transforms.send import SendToSegment

@@ -2,8 +2,8 @@
 import datetime
 from typing import List, Optional, Tuple
 
-from transforms.paths import hour_from_path
-from transforms.read import partition_key
+from pipeline.paths import hour_from_path
+from pipeline.listing import partition_key
 
 EPOCH = datetime.datetime(1970, 1, 1)
 

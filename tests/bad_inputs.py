@@ -32,7 +32,7 @@ from typing import Dict, List, Optional
 
 import fastavro
 
-from pipeline.sample import load_schema
+from devtools.sample import load_schema
 from transforms.events import BY_CURRENTS_TYPE, COMMON_PROPERTIES
 
 CONNECTION = 'dataexport.prod-01.GCS.integration.0123456789abcdef01234567'

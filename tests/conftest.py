@@ -34,3 +34,14 @@ from hypothesis import settings as _hypothesis_settings  # noqa: E402
 _hypothesis_settings.register_profile('ci', derandomize=True)
 if os.environ.get('CI'):
     _hypothesis_settings.load_profile('ci')
+
+# Whole modules that belong to the slow tier (emulators, subprocess runs of the tool, fresh
+# installs, large corpora); single slow tests elsewhere carry @pytest.mark.slow themselves.
+SLOW_MODULES = {'test_gcs', 'test_reliability', 'test_dataflow', 'test_bench_smoke',
+                'test_local_workers', 'test_fuzz'}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__.rsplit('.', 1)[-1] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)

@@ -8,7 +8,7 @@ from pathlib import Path
 import fastavro
 
 from pipeline.main import run
-from pipeline.sample import load_schema
+from devtools.sample import load_schema
 
 LAYOUT = ('currents/dataexport.prod-01.GCS.integration.0123456789abcdef01234567/'
           'event_type={t}/date={d}/version=10/us-01/'

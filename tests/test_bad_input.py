@@ -12,7 +12,7 @@ from collections import Counter
 import fastavro
 import pytest
 
-from pipeline.devserver import SegmentReceiver
+from devtools.receiver import SegmentReceiver
 from pipeline.main import run
 from tests import bad_inputs
 from tests.helpers import balanced, read_bodies, read_rejects

@@ -35,7 +35,7 @@ def test_bench_marks_a_run_that_loses_or_changes_events_failed(tmp_path, capsys)
     from argparse import Namespace
 
     from bench.run import Variant, run_once
-    from pipeline.sample import generate
+    from devtools.sample import generate
 
     report = generate(tmp_path / 'corpus', events=300, seed=3)
     args = Namespace(reference_in_flight=1, official_threads=1, timeout=120)

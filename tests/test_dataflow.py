@@ -34,10 +34,10 @@ from pipeline.builder import build_pipeline
 from pipeline.main import run
 from pipeline.options import (CurrentsToSegmentOptions, FORBIDDEN_FLAGS, LOCAL_ONLY, SECRET_NAME,
                               settings_from)
-from pipeline.sample import generate
+from devtools.sample import generate
 from tests.gcs_emulator import GcsEmulator
-from transforms.paths import parse_hour
-from transforms.read import input_pattern, list_currents_files
+from pipeline.paths import parse_hour
+from pipeline.listing import input_pattern, list_currents_files
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = 'wk_DATAFLOW-canary-5f3a9c-must-never-be-in-a-job'
@@ -443,10 +443,17 @@ def test_sdist_installs_and_runs_outside_the_repo(installed_package):
                            capture_output=True, text=True, timeout=120)
     assert check.returncode == 0, check.stdout + check.stderr
 
-    # Sample data from the installed package (its packaged .avsc schemas), then the CLI.
-    gen = subprocess.run([str(bin_ / 'python'), '-m', 'pipeline.sample', '--output', 'data',
-                          '--events', '500', '--seed', '5'],
-                         cwd=run_dir, env=env, capture_output=True, text=True, timeout=300)
+    # Dev tools are not shipped: the installed package has no receiver or sample generator.
+    shipped = subprocess.run([str(bin_ / 'python'), '-c', 'import devtools'], cwd=run_dir,
+                             env=env, capture_output=True, text=True, timeout=120)
+    assert shipped.returncode != 0 and 'devtools' in shipped.stderr
+    site = next(venv.glob('lib/python*/site-packages'))
+    assert not list(site.glob('**/receiver.py')) and not list(site.glob('pipeline/**/*.avsc'))
+
+    # Sample data from the checkout's generator, then the installed CLI.
+    gen = subprocess.run([sys.executable, '-m', 'devtools.sample', '--output',
+                          str(run_dir / 'data'), '--events', '500', '--seed', '5'],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert gen.returncode == 0, gen.stderr[-3000:]
     cli = subprocess.run([str(bin_ / 'currents-to-segment'), '--input', 'data',
                           '--rejects', 'rejects', '--dry_run_output', 'bodies',

@@ -1,4 +1,4 @@
-"""Tests for pipeline.devserver: real HTTP over loopback, so the receiver's contract is what clients see."""
+"""Tests for devtools.receiver: real HTTP over loopback, so the receiver's contract is what clients see."""
 import base64
 import gzip
 import json
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from pipeline.devserver import SegmentReceiver
+from devtools.receiver import SegmentReceiver
 
 KEY = 'test-write-key'
 REPO = Path(__file__).resolve().parents[1]
@@ -281,7 +281,7 @@ def run_cli(*args, env_key=None):
     env = {k: v for k, v in os.environ.items() if k != 'SEGMENT_WRITE_KEY'}
     if env_key:
         env['SEGMENT_WRITE_KEY'] = env_key
-    return subprocess.Popen([sys.executable, '-m', 'pipeline.devserver', *args], cwd=REPO, env=env,
+    return subprocess.Popen([sys.executable, '-m', 'devtools.receiver', *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

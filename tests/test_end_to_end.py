@@ -6,9 +6,9 @@ from collections import Counter
 
 import pytest
 
-from pipeline.devserver import SegmentReceiver
+from devtools.receiver import SegmentReceiver
 from pipeline.main import run
-from pipeline.sample import generate
+from devtools.sample import generate
 from tests.helpers import balanced, read_bodies, read_rejects, record, write_file
 from transforms.events import BY_CURRENTS_TYPE
 
@@ -41,7 +41,7 @@ def expected_messages(report):
     import fastavro
     import pipeline
     from tests.test_mapping import expected_message
-    from transforms.paths import event_type_from_path
+    from pipeline.paths import event_type_from_path
     out = {}
     for path in report.files:
         spec = BY_CURRENTS_TYPE[event_type_from_path(path)]

@@ -27,7 +27,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.sample import load_schema
+from devtools.sample import load_schema
 from tests import bad_inputs
 from transforms.events import BY_CURRENTS_TYPE, COMMON_PROPERTIES, EVENTS
 from transforms.map import MapToSegmentFn

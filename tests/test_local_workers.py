@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.devserver import SegmentReceiver
+from devtools.receiver import SegmentReceiver
 from pipeline.local_runner import local_runner_options, start_warm_workers
 from pipeline.local_workers import WarmWorkers
-from pipeline.sample import generate
+from devtools.sample import generate
 from tests.helpers import balanced
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -4,7 +4,7 @@ import datetime
 import pytest
 
 from transforms.events import EVENTS, event_type_from_schema_name
-from transforms.paths import (FileSelector, UsageError, event_type_from_path, hour_from_path,
+from pipeline.paths import (FileSelector, UsageError, event_type_from_path, hour_from_path,
                               parse_hour, partition_of)
 
 ALL = frozenset(e.currents_type for e in EVENTS)

@@ -104,7 +104,7 @@ def test_empty_and_non_avro_files_are_rejected_not_fatal(tmp_path, raw, detail):
 
 
 def _schema_variant(event_type, drop=(), add=(), doc=False, require=()):
-    from pipeline.sample import load_schema
+    from devtools.sample import load_schema
     schema = load_schema(event_type)
     fields = [f for f in schema['fields'] if f['name'] not in drop]
     for name in add:

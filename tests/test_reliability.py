@@ -23,11 +23,11 @@ from pathlib import Path
 import fastavro
 import pytest
 
-from pipeline.devserver import FAULT_KINDS, SegmentReceiver
+from devtools.receiver import FAULT_KINDS, SegmentReceiver
 from pipeline.main import run
-from pipeline.sample import generate
+from devtools.sample import generate
 from tests.helpers import balanced, read_rejects
-from transforms.read import partition_key
+from pipeline.listing import partition_key
 
 KEY = 'wk_reliability-key-9931'
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,7 +118,7 @@ def test_fault_matrix_at_scale_nothing_lost(tmp_path, big_corpus, write_key):
 
 # -- 2. receiver outage (separate process killed and restarted) -------------------------------
 class ReceiverProcess:
-    """`python -m pipeline.devserver` as a process we can kill -9 and restart on the same port.
+    """`python -m devtools.receiver` as a process we can kill -9 and restart on the same port.
 
     Both incarnations append what they accept to one --store file, so the union survives."""
 
@@ -134,7 +134,7 @@ class ReceiverProcess:
         log = open(self.workdir / f'receiver{self.incarnations}.log', 'wb')
         env = dict(os.environ, SEGMENT_WRITE_KEY=KEY)
         self.proc = subprocess.Popen(
-            [sys.executable, '-m', 'pipeline.devserver', '--port', str(self.port),
+            [sys.executable, '-m', 'devtools.receiver', '--port', str(self.port),
              '--port-file', str(port_file), '--store', str(self.store)],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         log.close()

@@ -2,9 +2,9 @@
 import io
 import json
 
-from pipeline.devserver import SegmentReceiver
+from devtools.receiver import SegmentReceiver
 from pipeline.main import run
-from pipeline.sample import generate
+from devtools.sample import generate
 from tests.helpers import avro_bytes, balanced, read_rejects, record, write_file
 
 KEY = 'wk_replay-resume-key-5150'
@@ -121,7 +121,7 @@ def test_interrupted_backfill_resumes_without_resending_completed_partitions(tmp
 
 def _ids_in(report, partitions):
     import fastavro
-    from transforms.read import partition_key
+    from pipeline.listing import partition_key
     ids = set()
     for path in report.files:
         if partition_key(path) in partitions:

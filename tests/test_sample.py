@@ -13,7 +13,7 @@ from pathlib import Path
 import fastavro
 import pytest
 
-from pipeline import sample
+from devtools import sample
 from transforms.events import EVENTS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -265,7 +265,7 @@ def test_bad_arguments(tmp_path, kwargs):
 
 def _cli(*args):
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, '-m', 'pipeline.sample', *args], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, '-m', 'devtools.sample', *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=120)
 
 

@@ -21,12 +21,12 @@ import requests
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.builder import build_pipeline
-from pipeline.devserver import SegmentReceiver
+from devtools.receiver import SegmentReceiver
 from pipeline.main import local_runner_options, run
 from pipeline.options import settings_from
 from tests.helpers import avro_bytes, record, write_file
 from transforms.model import SegmentMessage
-from transforms.read import input_pattern, list_currents_files
+from pipeline.listing import input_pattern, list_currents_files
 from transforms.segment_client import SegmentClient, SegmentConfigurationError, basic_auth
 
 ROOT = Path(__file__).resolve().parent.parent

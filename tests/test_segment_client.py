@@ -8,8 +8,9 @@ import requests
 from transforms.model import RETRIES_EXHAUSTED, SEGMENT_REJECTED, SegmentMessage
 from transforms.retry import (CONFIG, OK, REJECT, RETRY, SPLIT, backoff_seconds, classify,
                               retry_after_seconds)
+from pipeline.endpoint import endpoint_for
 from transforms.segment_client import (RateLimiter, SegmentClient, SegmentConfigurationError,
-                                       basic_auth, endpoint_for)
+                                       basic_auth)
 
 
 def msg(i):

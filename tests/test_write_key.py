@@ -11,7 +11,7 @@ from apache_beam.internal import pickler
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.builder import build_pipeline
-from pipeline.devserver import SegmentReceiver
+from devtools.receiver import SegmentReceiver
 from pipeline.main import run
 from pipeline.options import settings_from
 from tests.helpers import balanced, record, write_file

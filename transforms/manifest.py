@@ -5,26 +5,10 @@ pipeline itself as its last step â€” only after the wave's rejects are durable â
 recorded only when every one of its events is sent, dropped or in the rejects.
 """
 import json
-from typing import FrozenSet, Iterable
+from typing import Iterable
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-
-MANIFEST_DIR = 'manifest'
-
-
-def manifest_dir(rejects: str) -> str:
-    return FileSystems.join(rejects, MANIFEST_DIR)
-
-
-def completed_partitions(rejects: str) -> FrozenSet[str]:
-    """Every partition recorded as completed by earlier runs writing to these rejects."""
-    pattern = FileSystems.join(manifest_dir(rejects), 'wave-*.json')
-    done = set()
-    for metadata in FileSystems.match([pattern])[0].metadata_list:
-        with FileSystems.open(metadata.path) as f:
-            done.update(json.loads(f.read().decode('utf-8'))['partitions'])
-    return frozenset(done)
 
 
 class WriteManifestFn(beam.DoFn):

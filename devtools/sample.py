@@ -2,12 +2,12 @@
 
 Real exports cannot be shared (PII), so this writes look-alike ones: Braze's folder layout (both the
 `version=<n>/<env>/` and the older `<schema-id>/<zone>/` form), the 34 event types with the project's
-own copies of their writer schemas (`pipeline/schemas/`), realistic value sizes, users without an
+own copies of their writer schemas (`devtools/schemas/`), realistic value sizes, users without an
 `external_user_id` (to be dropped), and a few files of other types (to be skipped). Output is
 deterministic per seed so a failing end-to-end run can be reproduced, and the returned report says what
 the pipeline should find.
 
-    python -m pipeline.sample --output DIR --events N --seed S
+    python -m devtools.sample --output DIR --events N --seed S
 """
 import argparse
 import datetime as dt
@@ -687,7 +687,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = _Parser(prog='python -m pipeline.sample',
+    parser = _Parser(prog='python -m devtools.sample',
                      description='Write a sample Braze Currents export (Avro) for tests and benchmarks.')
     parser.add_argument('--output', required=True, help='directory to write <output>/currents/... into')
     parser.add_argument('--events', type=int, default=10000, help='events of the 34 types (default 10000)')

@@ -626,7 +626,7 @@ def _is_loopback(host):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog='python -m pipeline.devserver',
+    p = argparse.ArgumentParser(prog='python -m devtools.receiver',
                                 description='Local Segment /v1/batch receiver for tests and benchmarks.')
     p.add_argument('--host', default='127.0.0.1', help='loopback address only')
     p.add_argument('--port', type=int, default=0, help='0 picks a free port')
