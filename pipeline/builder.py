@@ -1,4 +1,9 @@
-"""Builds the pipeline (read → map → batch → send → rejects → manifest) without running it."""
+"""Builds the pipeline (read → map → batch → send → rejects → manifest) without running it.
+
+Builders return what they build and change nothing they are given: the job options a run
+needs (experiments) are worked out by `job_options`, which returns a copy.
+"""
+import copy
 from typing import Iterable, List, Optional, Tuple
 
 import apache_beam as beam
@@ -7,14 +12,11 @@ from apache_beam.options.pipeline_options import (DebugOptions, PipelineOptions,
 from apache_beam.runners.runner import PipelineRunner
 
 import pipeline
-from pipeline.local_runner import worker_processes
 from pipeline.options import RunSettings
-from transforms.batch import BatchMessages
+from transforms.deliver import EVENTS, REJECTS, DeliverToSegment
 from transforms.manifest import WriteManifestFn
-from transforms.map import MapToSegment
 from transforms.read import ReadCurrentsEvents
-from transforms.rejects import WriteRejects
-from transforms.send import SendBatchesFn, SendToSegment, WriteRequestBodiesFn
+from transforms.send import SendBatchesFn, WriteRequestBodiesFn
 
 LARGE_GRAPH_FILES = 5000
 
@@ -27,25 +29,50 @@ def sending_processes(options: PipelineOptions) -> int:
     """How many processes send at once, to divide --max_events_per_second between them.
 
     Local: one process unless multi_processing. Dataflow: one SDK process per worker VM
-    (the builder asks for that when throttling), so max_num_workers (or num_workers).
+    (`job_options` asks for that when throttling), so max_num_workers (or num_workers).
     """
     if is_dataflow(options):
         workers = options.view_as(WorkerOptions)
         return max(1, workers.max_num_workers or workers.num_workers or 1)
+    from pipeline.local_runner import worker_processes   # local only: not for a Dataflow build
     return max(1, worker_processes(options))
 
 
+def job_options(settings: RunSettings, options: PipelineOptions,
+                files: int = 0) -> PipelineOptions:
+    """A copy of `options` with the experiments this run needs on Dataflow.
+
+    Throttled runs send from one SDK process per worker VM (so the rate divides by workers);
+    very large inputs upload the job graph separately (over 10 MB).
+    """
+    options = copy.deepcopy(options)
+    if is_dataflow(options):
+        debug = options.view_as(DebugOptions)
+        if settings.max_events_per_second > 0 and not settings.dry_run_output:
+            debug.add_experiment('no_use_multiple_sdk_containers')
+        if files > LARGE_GRAPH_FILES:
+            debug.add_experiment('upload_graph')
+    return options
+
+
 def send_step(settings: RunSettings, options: PipelineOptions) -> beam.DoFn:
+    """The sending DoFn: to Segment at this run's share of the rate, or to --dry_run_output."""
     if settings.dry_run_output:
         return WriteRequestBodiesFn(settings.dry_run_output)
     rate = 0.0
     if settings.max_events_per_second > 0:
         rate = settings.max_events_per_second / sending_processes(options)
-        if is_dataflow(options):
-            options.view_as(DebugOptions).add_experiment('no_use_multiple_sdk_containers')
     return SendBatchesFn(settings.endpoint, settings.key_source, settings.timeout,
                          settings.use_gzip, settings.max_retry_seconds, rate,
                          settings.max_in_flight)
+
+
+def deliver_step(settings: RunSettings, options: PipelineOptions,
+                 rejects_prefix: str) -> DeliverToSegment:
+    """Map → batch → send → rejects with this run's settings (a run and replay alike)."""
+    return DeliverToSegment(send_step(settings, options), rejects_prefix,
+                            settings.message_id_prefix, pipeline.__version__,
+                            settings.integrations)
 
 
 def build_pipeline(settings: RunSettings, files: List[Tuple[str, Optional[str]]],
@@ -53,17 +80,10 @@ def build_pipeline(settings: RunSettings, files: List[Tuple[str, Optional[str]]]
                    partitions: Iterable[str] = (), manifest_path: Optional[str] = None,
                    runner: Optional[PipelineRunner] = None) -> beam.Pipeline:
     """One wave: these files, sent (or written, in a dry run), rejects, then its manifest."""
-    if is_dataflow(options) and len(files) > LARGE_GRAPH_FILES:
-        options.view_as(DebugOptions).add_experiment('upload_graph')  # job graph over 10 MB
-    sender = send_step(settings, options)  # may add experiments: before Pipeline copies options
     p = beam.Pipeline(runner=runner, options=options)
     events, read_rejects = p | 'Read' >> ReadCurrentsEvents(files, settings.selector.event_types)
-    messages, map_rejects = events | 'Map' >> MapToSegment(
-        settings.message_id_prefix, pipeline.__version__, settings.integrations)
-    batches, batch_rejects = messages | 'Batch' >> BatchMessages()
-    send_rejects = batches | 'Send' >> SendToSegment(sender)
-    written = ((read_rejects, map_rejects, batch_rejects, send_rejects)
-               | 'Rejects' >> WriteRejects(f'{settings.rejects}/rejects-{settings.run_id}-{wave}'))
+    written = {EVENTS: events, REJECTS: read_rejects} | 'Deliver' >> deliver_step(
+        settings, options, f'{settings.rejects}/rejects-{settings.run_id}-{wave}')
     if manifest_path:
         _ = (written
              | 'CountRejectFiles' >> beam.combiners.Count.Globally()

@@ -10,7 +10,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOptions,
                                                   TestOptions, WorkerOptions)
 
-from pipeline.builder import build_pipeline, is_dataflow
+from pipeline.builder import build_pipeline, is_dataflow, job_options
 from pipeline.local_runner import (WarmWorkersRunner, local_parallelism, local_runner_options,
                                    start_warm_workers, uses_worker_processes, worker_processes)
 from pipeline.options import check_argv, settings_from
@@ -164,7 +164,8 @@ def run_waves(settings, options, listing, waves, detached, out, runner=None) -> 
         manifest = FileSystems.join(manifest_dir(settings.rejects),
                                     f'wave-{settings.run_id}-w{number}.json')
         try:
-            p = build_pipeline(settings, [(path, t) for path, t, _ in wave], options,
+            p = build_pipeline(settings, [(path, t) for path, t, _ in wave],
+                               job_options(settings, options, len(wave)),
                                wave=f'w{number}', partitions=partitions_of(wave),
                                manifest_path=manifest, runner=runner)
             result = p.run()

@@ -13,23 +13,19 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-import pipeline
-from pipeline.builder import send_step
+from pipeline.builder import deliver_step, job_options
 from pipeline.options import check_argv, settings_from
+from pipeline.paths import UsageError, is_glob
 from pipeline.summary import Summary
 from transforms import counts
-from transforms.batch import BatchMessages
-from transforms.map import MapToSegment
+from transforms.deliver import EVENTS, MESSAGES
 from transforms.mapping import serialize
 from transforms.model import (INVALID_RECORD, REASONS, UNREADABLE_FILE, CurrentsEvent,
                               Reject, SegmentMessage)
-from pipeline.paths import UsageError, is_glob
 from transforms.read import REJECTS, ReadCurrentsFileFn
-from transforms.rejects import WriteRejects
-from transforms.send import SendToSegment
 from transforms.write_key import WriteKeyMissing
 
-MESSAGES, RECORDS, FILES = 'messages', 'records', 'files'
+RECORDS, FILES = 'records', 'files'
 
 
 class ParseRejectFn(beam.DoFn):
@@ -75,7 +71,7 @@ def rejects_pattern(path: str) -> str:
 
 
 def build_replay(settings, pattern: str, reasons, options: PipelineOptions, out_prefix: str):
-    sender = send_step(settings, options)  # may add experiments: before Pipeline copies options
+    """Rejects → parsed → delivered through the same step as a run (DeliverToSegment)."""
     p = beam.Pipeline(options=options)
     parsed = (p | 'ReadRejects' >> beam.io.ReadFromText(pattern)
               | 'Parse' >> beam.ParDo(ParseRejectFn(reasons)).with_outputs(
@@ -85,13 +81,9 @@ def build_replay(settings, pattern: str, reasons, options: PipelineOptions, out_
               | 'ReReadFiles' >> beam.ParDo(ReadCurrentsFileFn(settings.selector.event_types))
               .with_outputs(REJECTS, main='events'))
     events = (parsed[RECORDS], reread.events) | 'AllRecords' >> beam.Flatten()
-    mapped, map_rejects = events | 'Map' >> MapToSegment(
-        settings.message_id_prefix, pipeline.__version__, settings.integrations)
-    messages = (parsed[MESSAGES], mapped) | 'AllMessages' >> beam.Flatten()
-    batches, batch_rejects = messages | 'Batch' >> BatchMessages()
-    send_rejects = batches | 'Send' >> SendToSegment(sender)
-    _ = ((parsed[REJECTS], reread[REJECTS], map_rejects, batch_rejects, send_rejects)
-         | 'Rejects' >> WriteRejects(out_prefix))
+    rejects = (parsed[REJECTS], reread[REJECTS]) | 'ParseRejects' >> beam.Flatten()
+    _ = ({EVENTS: events, MESSAGES: parsed[MESSAGES], 'rejects': rejects}
+         | 'Deliver' >> deliver_step(settings, options, out_prefix))
     return p
 
 
@@ -127,7 +119,8 @@ def run_replay(argv: List[str], out=None) -> int:
         settings.rejects.rsplit('/', 1)[0]
     out_prefix = FileSystems.join(folder, f'replay-{settings.run_id}', 'rejects')
     try:
-        result = build_replay(settings, pattern, reasons, options, out_prefix).run()
+        result = build_replay(settings, pattern, reasons, job_options(settings, options),
+                              out_prefix).run()
         result.wait_until_finish()
     except Exception as exc:
         reason = stop_reason(exc)

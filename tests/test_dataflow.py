@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 from apache_beam.options.pipeline_options import DebugOptions, PipelineOptions
 
-from pipeline.builder import build_pipeline
+from pipeline.builder import build_pipeline, job_options
 from pipeline.main import run
 from pipeline.options import (CurrentsToSegmentOptions, FORBIDDEN_FLAGS, LOCAL_ONLY, SECRET_NAME,
                               settings_from)
@@ -108,7 +108,8 @@ def built_job(argv):
     options = PipelineOptions(argv)
     settings = settings_from(options)
     listing = list_currents_files(input_pattern(settings.input), settings.selector, frozenset())
-    p = build_pipeline(settings, [(path, t) for path, t, _ in listing.files], options)
+    files = [(path, t) for path, t, _ in listing.files]
+    p = build_pipeline(settings, files, job_options(settings, options, len(files)))
     job = p.run().job
     job.proto.environment = apiclient.Environment(
         packages=[], options=job.options,
@@ -213,6 +214,21 @@ def test_throttled_job_asks_for_one_sdk_process_per_worker(sample, launcher_env)
     experiments = list(job.proto.environment.experiments)
     assert 'no_use_multiple_sdk_containers' in job.options.view_as(DebugOptions).experiments
     assert 'use_multiple_sdk_containers' not in experiments
+
+
+def test_building_changes_nothing_it_is_given(sample, launcher_env):
+    """job_options returns a copy with the experiments; build_pipeline leaves options alone."""
+    root, _ = sample
+    argv = dataflow_argv(root, f'gs://{BUCKET}/rejects', '--max_events_per_second', '900',
+                         '--max_num_workers', '3')
+    options = PipelineOptions(argv)
+    settings = settings_from(options)
+    before = options.get_all_options()
+    prepared = job_options(settings, options, 1)
+    assert 'no_use_multiple_sdk_containers' in prepared.view_as(DebugOptions).experiments
+    build_pipeline(settings, [(str(root / 'x.avro'), 'users.messages.email.Send')], options)
+    assert options.get_all_options() == before
+    assert not options.view_as(DebugOptions).experiments
 
 
 def test_dataflow_without_a_secret_is_refused_at_launch(sample, launcher_env, capsys):
