@@ -1,6 +1,6 @@
 """Local stand-in for Segment's ``POST /v1/batch``, used by tests and benchmarks.
 
-It follows segment.md §1 closely so that client bugs show up here and not in production: the
+It follows CONTRACT §4 closely so that client bugs show up here and not in production: the
 500 KB request limit and the 32 KB message limit measured on uncompressed JSON, per-item
 validation, silent loss above 2,500 items, de-duplication on messageId, and 429/5xx/reset/slow
 faults seeded for reproducibility.
@@ -106,7 +106,7 @@ def _err(message, code):
 
 
 def _item_error(m, poison):
-    """Return the error code of one batch item, or None if it is valid (segment.md §1.3)."""
+    """Return the error code of one batch item, or None if it is valid (Segment's HTTP API spec)."""
     if type(m) is not dict:
         return 'item_not_object'
     mid = m.get('messageId')
@@ -493,7 +493,7 @@ class SegmentReceiver:
             with self._lock:
                 self._bad_content_type += 1
 
-        # Decompress (bounded: limits apply to the uncompressed body, segment.md §1.10).
+        # Decompress (bounded: limits apply to the uncompressed body, CONTRACT §4).
         enc = h.headers.get('Content-Encoding', '').strip().lower()
         body, too_large, bad_encoding = raw, False, None
         if enc == 'gzip':
@@ -531,7 +531,7 @@ class SegmentReceiver:
         if n == 0:
             return self._reply(h, 400, _err('empty batch', 'empty_batch'))
 
-        # One oversize message fails the whole request (segment.md §1.7).
+        # One oversize message fails the whole request (Segment's HTTP API page).
         if len(body) > self.max_message_bytes and \
                 max(map(len, map(_encode, batch))) > self.max_message_bytes:
             return self._reply(h, 400, _TOO_LARGE)

@@ -69,7 +69,7 @@ TYPE_WEIGHTS: Dict[str, float] = {
     'users.behaviors.Uninstall': 0.05,
 }
 
-# Types Currents also exports that the pipeline must skip (SPEC §1), cycled through for other_type_files.
+# Types Currents also exports that the pipeline must skip (CONTRACT §1), cycled through for other_type_files.
 OTHER_TYPES = ('users.behaviors.CustomEvent', 'users.messages.email.Abort',
                'users.behaviors.app.SessionStart', 'users.messages.pushnotification.Abort',
                'users.behaviors.Purchase')

@@ -7,7 +7,7 @@ from transforms.segment_client import EU_ENDPOINT, US_ENDPOINT
 
 
 def endpoint_for(region: str = 'us', override: Optional[str] = None) -> str:
-    """The batch URL; plain http:// only for loopback hosts (SPEC §4)."""
+    """The batch URL; plain http:// only for loopback hosts (CONTRACT §4)."""
     if not override:
         return EU_ENDPOINT if region == 'eu' else US_ENDPOINT
     parsed = urlparse(override)

@@ -1,4 +1,4 @@
-"""What a Currents file path says: event type, queued hour, and whether a run reads it (SPEC §1).
+"""What a Currents file path says: event type, queued hour, and whether a run reads it (CONTRACT §1).
 
 Pure functions, so listing decisions (prune, skip) are made without opening any file.
 """

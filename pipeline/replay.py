@@ -1,4 +1,4 @@
-"""`currents-to-segment replay`: re-send rejected events once the cause is fixed (SPEC §5).
+"""`currents-to-segment replay`: re-send rejected events once the cause is fixed (CONTRACT §5).
 
 Rejects that kept the mapped `message` are sent as they are (same messageId, so nothing is
 double-counted); rejects that kept the original `record` are mapped again; `unreadable_file`

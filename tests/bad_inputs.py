@@ -2,11 +2,11 @@
 
 Used by tests/test_bad_input.py (and the fuzz tests for the base files). Everything is
 deterministic. The builder knows every record it wrote; for each file it records the outcome the
-pipeline must reach, decided from the *bytes it wrote* and the SPEC, never from the pipeline:
+pipeline must reach, decided from the *bytes it wrote* and the contract (docs/CONTRACT.md), never from the pipeline:
 
 - ``read``: every record of the file is decoded;
 - ``unreadable``: the first ``len(records)`` records decode, the rest of the file is exactly one
-  ``unreadable_file`` reject (SPEC §5);
+  ``unreadable_file`` reject (CONTRACT §5);
 - ``skipped``: never opened or not one of the 34 types (counted in ``files_skipped``).
 
 Truncation points are computed from the Avro block layout (block offsets, sizes and record
@@ -15,7 +15,7 @@ decoder. Only for random byte flips inside a block, whose effect depends on what
 meant, the expectation comes from a reference decode with fastavro (the flip may even go unnoticed:
 Avro's null codec has no checksum). Each record's fate (dropped / sent / invalid_record /
 message_id_too_long / message_too_large) is decided by :func:`expected_fate`, which restates
-SPEC §3-§4 independently of ``transforms.mapping``.
+CONTRACT §3-§4 independently of ``transforms.mapping``.
 """
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def plain_record(tag: str, i: int, external: Optional[str] = 'ext', **extra) -> 
 
 
 def external_for(i: int) -> Optional[str]:
-    """Mostly present; every 10th null, every 17th blank (dropped, SPEC §3)."""
+    """Mostly present; every 10th null, every 17th blank (dropped, CONTRACT §3)."""
     if i % 10 == 9:
         return None
     if i % 17 == 16:
@@ -98,7 +98,7 @@ def _blank(value) -> bool:
 
 
 def expected_fate(event_type: str, record: dict, prefix: str = '') -> str:
-    """SPEC §3-§4, restated: what one decoded record must become."""
+    """CONTRACT §3-§4, restated: what one decoded record must become."""
     if _blank(record.get('external_user_id')):
         return 'dropped'
     if _blank(record.get('id')):
@@ -475,7 +475,7 @@ def build(root) -> BadCorpus:
                  'noextension'):
         c.write(c.path('users.messages.email.Send', name=name), b'not read', 'not_avro_name',
                 'skipped', None)
-    # No event_type= segment: the writer schema's full name decides (SPEC §1).
+    # No event_type= segment: the writer schema's full name decides (CONTRACT §1).
     unknown = dict(load_schema('users.messages.email.Send'), name='Mystery',
                    namespace='dataexport.S3.inner.users.messages.mystery')
     c.write(c.path(None), avro(unknown, [fit(unknown, plain_record('myst', 0))]),

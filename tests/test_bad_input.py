@@ -1,6 +1,6 @@
 """Bad and odd input (tests/bad_inputs.py builds it) never stops a run and is all accounted for.
 
-SPEC §1 (layout, types, schema drift), §3 (missing id/time), §4 (32,000-byte messages) and §5
+CONTRACT §1 (layout, types, schema drift), §3 (missing id/time), §4 (32,000-byte messages) and §5
 (every record and every file ends somewhere; a corrupt file is the records that decode plus one
 `unreadable_file` reject).
 """
@@ -166,7 +166,7 @@ def test_regression_corrupt_block_count_is_not_silent_loss(tmp_path, new_count):
 
 def test_corpus_builder_expectations_hold_against_a_reference_decode(corpus):
     """Self-check of the builder: its layout-based expectations agree with fastavro itself
-    (except wrong magic, which fastavro does not check but SPEC calls not-Avro)."""
+    (except wrong magic, which fastavro does not check but the contract calls not-Avro)."""
     for case in corpus.cases:
         if case.outcome == 'skipped':
             continue

@@ -106,7 +106,7 @@ def test_delivers_every_eligible_event_exactly_once(tmp_path, corpus, write_key)
     assert stats['silently_dropped'] == 0 and stats['sent_at_values_missing'] == 0
     assert {m['messageId'] for m in messages} == report.eligible_ids
     assert summary['requests'] == stats['requests']
-    # Field for field as SPEC §3, against the written-out expectation of the mapping tests.
+    # Field for field as CONTRACT §3, against the written-out expectation of the mapping tests.
     expected = expected_messages(report)
     for m in messages:
         assert m == expected[m['messageId']]

@@ -224,7 +224,7 @@ def test_corrupt_and_empty_objects_become_rejects_on_gcs(gcs, bucket, tmp_path):
     assert summary['files_read'] == len(good)
     assert summary['files_rejected'] == 3
     assert summary['rejected_by_reason'].get('unreadable_file') == 3
-    # Records that decode before the damage go on (SPEC §5): 11 of the 12 pushes.
+    # Records that decode before the damage go on (CONTRACT §5): 11 of the 12 pushes.
     assert summary['by_event']['Push Notification Sent']['read'] == n - 1
     assert summary['read'] == len(good) + n - 1 == summary['sent']
 
@@ -260,7 +260,7 @@ def test_input_matching_nothing_on_gcs_fails_with_one_line(gcs, bucket, tmp_path
     assert gcs.list('bodies/', bucket=bucket) == [] and read_rejects(gcs, bucket) == ([], [])
 
 
-# ------------------------------------------------------------ --input forms (SPEC §1) on gs://
+# ------------------------------------------------------------ --input forms (CONTRACT §1) on gs://
 FORM_TYPES = ('users.messages.email.Open', 'users.canvas.Entry', 'users.messages.email.Abort')
 FORMS = {
     # form (relative to the bucket): Segment events it must read

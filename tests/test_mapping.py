@@ -31,7 +31,7 @@ def sample_json(samples_dir, event_type):
 
 
 def expected_message(spec, record, prefix=''):
-    """SPEC §3 written out plainly from the table."""
+    """CONTRACT §3 written out plainly from the table."""
     props = {}
     for name in COMMON_PROPERTIES:
         if record.get(name) is not None:

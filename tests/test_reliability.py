@@ -1,4 +1,4 @@
-"""Nothing lost under faults (SPEC §4, §5): fault matrix at scale, receiver outages, re-runs.
+"""Nothing lost under faults (CONTRACT §4, §5): fault matrix at scale, receiver outages, re-runs.
 
 Every scenario checks the same contract: every eligible messageId is accepted by the receiver
 (none lost), no messageId outside the eligible set appears (none invented), duplicates are only of

@@ -66,7 +66,7 @@ def test_schema_parses_and_has_identity_fields(currents_type):
     assert types['id'] == 'string'
     assert types['time'] == 'int'
     assert types['external_user_id'] == ['null', 'string']
-    # user_id is required everywhere except inbound SMS (reference/currents.md §4.1)
+    # user_id is required everywhere except inbound SMS (Braze's writer schemas)
     expected_user = ['null', 'string'] if currents_type == 'users.messages.sms.InboundReceive' else 'string'
     assert types['user_id'] == expected_user
     for f in schema['fields']:
@@ -81,7 +81,7 @@ def test_schema_parses_and_has_identity_fields(currents_type):
 
 
 def test_schema_spot_checks():
-    """A few types from reference/currents.md §4.3 that are easy to get wrong."""
+    """A few types in Braze's writer schemas that are easy to get wrong."""
     def fields(t):
         return {f['name']: f['type'] for f in sample.load_schema(t)['fields']}
     click = fields('users.messages.email.Click')

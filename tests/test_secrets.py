@@ -1,4 +1,4 @@
-"""The write key never leaks (SPEC §5, §6): not in stdout/stderr, logs (DEBUG included),
+"""The write key never leaks (CONTRACT §5, §6): not in stdout/stderr, logs (DEBUG included),
 summaries, rejects, dry-run bodies, exception text, pipeline options or the pipeline graph.
 
 A recognisable canary key is used; every output is scanned for it and for its Basic-auth base64

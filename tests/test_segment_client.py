@@ -1,4 +1,4 @@
-"""Delivery decisions (SPEC §4) with a fake session and clock: unit tests, no network."""
+"""Delivery decisions (CONTRACT §4) with a fake session and clock: unit tests, no network."""
 import json
 import random
 

@@ -1,5 +1,5 @@
 """The Segment write key on the worker side: read from Secret Manager (a fake client here, no
-network) in SendBatchesFn.setup(), never carried by the pipeline, never printed (SPEC §6)."""
+network) in SendBatchesFn.setup(), never carried by the pipeline, never printed (CONTRACT §6)."""
 import base64
 import io
 import json

@@ -15,11 +15,11 @@ class EventSpec(NamedTuple):
 
     @property
     def is_email(self) -> bool:
-        """Email events carry `context.traits.email` (SPEC §3)."""
+        """Email events carry `context.traits.email` (CONTRACT §3)."""
         return self.currents_type.startswith('users.messages.email.')
 
 
-# Properties every event forwards when the record has a non-null value (SPEC §3).
+# Properties every event forwards when the record has a non-null value (CONTRACT §3).
 COMMON_PROPERTIES: Tuple[str, ...] = (
     'app_id', 'send_id', 'dispatch_id', 'campaign_id', 'campaign_name',
     'message_variation_id', 'canvas_id', 'canvas_name', 'canvas_variation_id',

@@ -1,4 +1,4 @@
-"""Currents record → Segment `track` message, exactly as Braze's connector maps it (SPEC §3).
+"""Currents record → Segment `track` message, exactly as Braze's connector maps it (CONTRACT §3).
 
 Pure functions: no Beam here, so the mapping is tested fast and reused by the replay path.
 """
@@ -26,7 +26,7 @@ DROPPED = Dropped('dropped_no_external_user_id')
 
 
 class Invalid(Exception):
-    """The record cannot become a message; `reason` is a SPEC §5 reject reason."""
+    """The record cannot become a message; `reason` is a CONTRACT §5 reject reason."""
 
     def __init__(self, reason: str, detail: str):
         super().__init__(detail)

@@ -24,7 +24,7 @@ class SegmentBatch(NamedTuple):
     messages: Tuple[SegmentMessage, ...]
 
     def body(self, sent_at: str) -> bytes:
-        """The exact request body; `sentAt` is set per attempt (segment.md §1.9)."""
+        """The exact request body; `sentAt` is set per attempt (CONTRACT §4)."""
         return (b'{"batch":[' + b','.join(m.payload for m in self.messages)
                 + b'],"sentAt":"' + sent_at.encode('ascii') + b'"}')
 
@@ -70,7 +70,7 @@ def reject_for_message(message: SegmentMessage, reason: str, detail: str) -> Rej
                   message=json.loads(message.payload))
 
 
-# Reject reasons (SPEC §5).
+# Reject reasons (CONTRACT §5).
 INVALID_RECORD = 'invalid_record'
 MESSAGE_TOO_LARGE = 'message_too_large'
 MESSAGE_ID_TOO_LONG = 'message_id_too_long'

@@ -1,4 +1,4 @@
-"""Rejects: every undeliverable event or unreadable file, as replayable JSON Lines (SPEC §5)."""
+"""Rejects: every undeliverable event or unreadable file, as replayable JSON Lines (CONTRACT §5)."""
 import apache_beam as beam
 from apache_beam.transforms import window as beam_window
 

@@ -1,4 +1,4 @@
-"""How to react to each Segment answer (SPEC §4): pure decisions, tested without a network."""
+"""How to react to each Segment answer (CONTRACT §4): pure decisions, tested without a network."""
 import email.utils
 import random
 import time

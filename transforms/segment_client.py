@@ -1,4 +1,4 @@
-"""Delivery of one batch to Segment's batch endpoint, whatever Segment answers (SPEC §4).
+"""Delivery of one batch to Segment's batch endpoint, whatever Segment answers (CONTRACT §4).
 
 Beam-free: the sending DoFn wraps it; unit tests drive it with a fake session and clock.
 """

@@ -1,4 +1,4 @@
-"""Segment's size limits and a packer that fills batches as full as they allow (SPEC §4).
+"""Segment's size limits and a packer that fills batches as full as they allow (CONTRACT §4).
 
 Pure code: measured on the exact bytes sent, checked before sending because Segment answers
 some violations (over 2,500 messages) with a silent 200.

@@ -1,4 +1,4 @@
-"""Where the sending workers get the Segment write key: never a pipeline option (SPEC §6).
+"""Where the sending workers get the Segment write key: never a pipeline option (CONTRACT §6).
 
 Only the *name* of the source travels in the pipeline; the key is read in the worker's
 `setup()` — from Secret Manager on Dataflow, from SEGMENT_WRITE_KEY locally.
