@@ -59,7 +59,8 @@ def build_pipeline(settings: RunSettings, files: List[Tuple[str, Optional[str]]]
     p = beam.Pipeline(runner=runner, options=options)
     events, read_rejects = p | 'Read' >> ReadCurrentsEvents(files, settings.selector.event_types)
     messages, map_rejects = events | 'Map' >> MapToSegment(
-        settings.message_id_prefix, pipeline.__version__, settings.integrations)
+        settings.message_id_prefix, pipeline.__version__, settings.integrations,
+        settings.mapping, settings.include_anonymous)
     batches, batch_rejects = messages | 'Batch' >> BatchMessages()
     send_rejects = batches | 'Send' >> SendToSegment(sender)
     written = ((read_rejects, map_rejects, batch_rejects, send_rejects)
