@@ -30,7 +30,7 @@ class CurrentsToSegmentOptions(PipelineOptions):
         a('--end', help='Date= hour where reading stops, YYYY-MM-DD[-HH] UTC (exclusive)')
         a('--event_types', help='Comma-separated Segment event names or Currents types to read '
                                 '(names of the --mapping profile)')
-        a('--mapping', default=CLASSIC, choices=PROFILES,
+        a('--mapping', default=CLASSIC,
           help='Mapping profile: classic (the 34 events of the "Segment for Currents" document, '
                'default) or current (the 80 types Braze\'s connector sends today)')
         a('--include_anonymous', action='store_true', default=False,
@@ -110,6 +110,8 @@ def settings_from(options: PipelineOptions) -> RunSettings:
     end = parse_hour(o.end, '--end') if o.end else None
     if start and end and start >= end:
         raise UsageError('--start must be before --end')
+    if o.mapping not in PROFILES:
+        raise UsageError(f'--mapping must be {" or ".join(PROFILES)}, got {o.mapping!r}')
     if o.event_types:
         wanted = set()
         for name in o.event_types.split(','):
