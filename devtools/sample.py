@@ -76,8 +76,9 @@ TYPE_WEIGHTS: Dict[str, float] = {
     'users.behaviors.Uninstall': 0.05,
 }
 
-# The types only the `current` profile maps: custom events and sessions are frequent.
-TYPE_WEIGHTS.update({
+# The `current` profile: the weights above, plus its own types (custom events and sessions are
+# frequent); a type not listed weighs 1.0.
+CURRENT_TYPE_WEIGHTS: Dict[str, float] = dict(TYPE_WEIGHTS, **{
     'users.behaviors.CustomEvent': 12.0, 'users.behaviors.app.SessionStart': 8.0,
     'users.behaviors.app.SessionEnd': 7.5, 'users.behaviors.app.FirstSession': 0.5,
     'users.behaviors.Purchase': 1.0, 'users.behaviors.Location': 0.8,
@@ -605,7 +606,8 @@ def generate(output_dir, events: int = 10000, seed: int = 0, start_hour: str = '
 
     types = list(currents_types(mapping))
     others = OTHER_TYPES_CURRENT if mapping == CURRENT else OTHER_TYPES
-    weights = [TYPE_WEIGHTS.get(t, 1.0) for t in types]
+    weights = [(CURRENT_TYPE_WEIGHTS if mapping == CURRENT else TYPE_WEIGHTS).get(t, 1.0)
+               for t in types]
     if events >= len(types):
         counts = [1 + c for c in _allocate(events - len(types), weights)]
     else:

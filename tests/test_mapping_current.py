@@ -462,3 +462,50 @@ def test_replay_maps_a_kept_record_with_the_recorded_profile(tmp_path):
     assert_typed_equal(sent[0], expected_message(ENTRIES[event_type], rec_back,
                                                  pipeline.__version__))
     assert sent[0]['event'] == 'Unsubscribed'
+
+
+# --- end to end, real HTTP to the local receiver ---------------------------------------------------
+
+@pytest.mark.slow
+def test_current_profile_end_to_end_delivers_every_eligible_event(tmp_path, monkeypatch):
+    """A generated tree of all 80 types (Braze's real schemas), sent with --mapping current."""
+    import pipeline
+    from devtools.receiver import SegmentReceiver
+    from devtools.sample import generate
+    from pipeline.paths import event_type_from_path
+    key = 'wk_current-e2e-TEST-KEY'
+    monkeypatch.setenv('SEGMENT_WRITE_KEY', key)
+    report = generate(tmp_path / 'in', events=4000, seed=11, hours=2, events_per_file=500,
+                      mapping='current', other_type_files=3)
+    assert {t for t, v in report.by_type.items() if v['events']} == set(TYPES)
+    out = tmp_path / 'out'
+    with SegmentReceiver(write_key=key) as receiver:
+        code = run(['--input', str(tmp_path / 'in'), '--rejects', str(out / 'rejects'),
+                    '--summary_output', str(out / 'summary.json'), '--mapping', 'current',
+                    '--segment_endpoint', receiver.url], out=io.StringIO())
+        stats, messages = receiver.stats(), receiver.messages()
+    assert code == 0
+    summary = json.loads((out / 'summary.json').read_text())
+    assert balanced(summary)
+    assert summary['read'] == report.events
+    assert summary['dropped_no_external_user_id'] == report.events - report.eligible
+    assert summary['sent'] == report.eligible and summary['rejected'] == 0
+    assert summary['files_skipped'] == len(report.other_files) == 3
+    assert stats['accepted'] == report.eligible and stats['duplicates'] == 0
+    assert stats['silently_dropped'] == 0
+    assert {m['messageId'] for m in messages} == report.eligible_ids
+    # Rows: the profile's names, shared names summed.
+    rows = {}
+    for t, v in report.by_type.items():
+        name = ENTRIES[t]['segment_event'] or 'Custom Event'
+        rows[name] = rows.get(name, 0) + v['events']
+    assert {k: v['read'] for k, v in summary['by_event'].items()} == rows
+    # Field for field (types included) against the reference, from the decoded files.
+    expected = {}
+    for path in report.files:
+        entry = ENTRIES[event_type_from_path(path)]
+        for rec in decoded(path):
+            if rec['id'] in report.eligible_ids:
+                expected[rec['id']] = expected_message(entry, rec, pipeline.__version__)
+    for m in messages:
+        assert_typed_equal(m, expected[m['messageId']], m['messageId'])
