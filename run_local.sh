@@ -4,6 +4,8 @@
 #   ./run_local.sh                 generate sample data (once), start the local Segment-compatible
 #                                  receiver, send everything to it, print the summary and what it got
 #   ./run_local.sh --input DIR ... your own arguments, passed through to the pipeline
+#   ./run_local.sh --mapping current   the same with the `current` mapping profile: the generated
+#                                  sample then holds its 80 types (sample-data-current/)
 #
 # Without --input the generated sample data is used; without --segment_endpoint/--dry_run_output/
 # --segment_region the local receiver is started and used (nothing leaves this machine).
@@ -14,12 +16,23 @@ source scripts/venv.sh
 args=("$@")
 has() { local f; for f in "${args[@]+"${args[@]}"}"; do case "$f" in "$1"|"$1"=*) return 0;; esac; done; return 1; }
 
+# The mapping profile asked for (--mapping X or --mapping=X), so generated data matches it.
+mapping=classic
+for ((i = 0; i < ${#args[@]}; i++)); do
+  case "${args[$i]}" in
+    --mapping=*) mapping="${args[$i]#--mapping=}" ;;
+    --mapping) mapping="${args[$((i + 1))]:-classic}" ;;
+  esac
+done
+
 out="${LOCAL_OUT:-out}"
 if ! has --input; then
-  if [ ! -d sample-data ]; then
-    python -m devtools.sample --output sample-data --events "${SAMPLE_EVENTS:-20000}" --seed 1
+  data=sample-data; [ "$mapping" = classic ] || data="sample-data-$mapping"
+  if [ ! -d "$data" ]; then
+    python -m devtools.sample --output "$data" --events "${SAMPLE_EVENTS:-20000}" --seed 1 \
+      --mapping "$mapping"
   fi
-  args+=(--input sample-data)
+  args+=(--input "$data")
 fi
 has --rejects || args+=(--rejects "$out/rejects")
 has --summary_output || args+=(--summary_output "$out/summary.json")

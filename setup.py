@@ -13,6 +13,7 @@ setuptools.setup(
     version=VERSION,
     description='Backfill Braze Currents Avro exports into Segment as track calls (Apache Beam)',
     packages=['pipeline', 'transforms'],
+    package_data={'transforms': ['connector_current.json']},  # the `current` mapping table
     python_requires='>=3.10',
     install_requires=[
         'apache-beam[gcp]==2.77.0',

@@ -7,12 +7,18 @@ own copies of their writer schemas (`devtools/schemas/`), realistic value sizes,
 deterministic per seed so a failing end-to-end run can be reproduced, and the returned report says what
 the pipeline should find.
 
-    python -m devtools.sample --output DIR --events N --seed S
+With `mapping='current'` (`--mapping current`) it writes the 80 types of the `current` mapping
+profile instead, each with Braze's real writer schema read at generation time from the shared
+reference data (`$CURRENTS_SHARED/currents-schemas/`, default `../shared` beside the repository,
+as the tests use); this package is not shipped, and those schemas are not copied into it.
+
+    python -m devtools.sample --output DIR --events N --seed S [--mapping current]
 """
 import argparse
 import datetime as dt
 import json
 import math
+import os
 import random
 import sys
 from dataclasses import dataclass, field
@@ -21,9 +27,10 @@ from typing import Dict, List, Optional, Set, Tuple
 
 import fastavro
 
-from transforms.events import EVENTS
+from transforms.profiles import CLASSIC, CURRENT, PROFILES, currents_types
 
 SCHEMA_DIR = Path(__file__).resolve().parent / 'schemas'
+REPO = Path(__file__).resolve().parent.parent
 CODECS = ('null', 'deflate', 'snappy')
 CLUSTER = 'prod-01'
 CONNECTION = 'GCS'
@@ -69,10 +76,25 @@ TYPE_WEIGHTS: Dict[str, float] = {
     'users.behaviors.Uninstall': 0.05,
 }
 
-# Types Currents also exports that the pipeline must skip (CONTRACT §1), cycled through for other_type_files.
+# The `current` profile: the weights above, plus its own types (custom events and sessions are
+# frequent); a type not listed weighs 1.0.
+CURRENT_TYPE_WEIGHTS: Dict[str, float] = dict(TYPE_WEIGHTS, **{
+    'users.behaviors.CustomEvent': 12.0, 'users.behaviors.app.SessionStart': 8.0,
+    'users.behaviors.app.SessionEnd': 7.5, 'users.behaviors.app.FirstSession': 0.5,
+    'users.behaviors.Purchase': 1.0, 'users.behaviors.Location': 0.8,
+    'users.messages.whatsapp.Send': 2.0, 'users.messages.whatsapp.Delivery': 1.9,
+    'users.messages.whatsapp.Read': 1.2, 'users.canvasstep.Progression': 3.0,
+    'users.messages.banner.Impression': 2.0, 'users.messages.featureflag.Impression': 1.5,
+})
+
+# Types Currents also exports that the pipeline must skip, cycled through for other_type_files.
 OTHER_TYPES = ('users.behaviors.CustomEvent', 'users.messages.email.Abort',
                'users.behaviors.app.SessionStart', 'users.messages.pushnotification.Abort',
                'users.behaviors.Purchase')
+# The same for the `current` profile: types Currents exports that it does not map.
+OTHER_TYPES_CURRENT = ('users.messages.banner.Dismiss', 'users.canvas.costep.Send',
+                       'agentconsole.AgentExecuted', 'users.UserDeleteRequest',
+                       'users.messages.email.Retry')
 
 
 @dataclass
@@ -89,13 +111,25 @@ class SampleReport:
     other_events: int = 0     # events in other_files (never eligible)
 
 
-def schema_path(currents_type: str) -> Path:
+def shared_schema_dir() -> Path:
+    """Braze's real writer schemas: `$CURRENTS_SHARED/currents-schemas` (dev time only)."""
+    return Path(os.environ.get('CURRENTS_SHARED', REPO.parent / 'shared')) / 'currents-schemas'
+
+
+def schema_path(currents_type: str, mapping: str = CLASSIC) -> Path:
+    if mapping == CURRENT:
+        return shared_schema_dir() / f'{currents_type}.avsc'
     return SCHEMA_DIR / f'{currents_type}.avsc'
 
 
-def load_schema(currents_type: str) -> dict:
-    """The project's writer schema for one of the 34 types (JSON dict)."""
-    with open(schema_path(currents_type)) as fh:
+def load_schema(currents_type: str, mapping: str = CLASSIC) -> dict:
+    """The writer schema of a type (JSON dict): the project's own for the 34 classic types,
+    Braze's real one (shared reference data) for the `current` profile's 80."""
+    path = schema_path(currents_type, mapping)
+    if mapping == CURRENT and not path.is_file():
+        raise ValueError(f'Braze writer schema not found: {path} (set CURRENTS_SHARED to the '
+                         f'folder holding currents-schemas/)')
+    with open(path) as fh:
         return json.load(fh)
 
 
@@ -476,11 +510,20 @@ class _Templates:
                                'window': 259200})
         if name == 'in_control_group':
             return rng.random() < 0.1
+        if name == 'name' and btype == 'string':   # a custom event's name
+            return rng.choice(('Added To Cart', 'Viewed Product', 'Started Checkout',
+                               'Searched', 'Completed Onboarding', 'Shared Item'))
+        if name == 'properties' and btype == 'string':
+            return json.dumps({'item': p.hex(8), 'quantity': rng.randint(1, 3)})
+        if name == 'currency':
+            return rng.choice(('USD', 'EUR', 'GBP'))
         # Fields added by a future schema: fill by type so the record stays valid.
         if btype == 'boolean':
             return rng.random() < 0.5
         if btype in ('int', 'long'):
             return rng.randrange(100)
+        if btype in ('float', 'double'):
+            return round(rng.uniform(0, 200), 2)
         if isinstance(btype, dict) and btype.get('type') == 'array':
             return [p.uuid()]
         return p.uuid() if name.endswith('_id') else p.hex(12)
@@ -535,14 +578,20 @@ def _validate(events, hours, no_external_fraction, codec, events_per_file, other
 def generate(output_dir, events: int = 10000, seed: int = 0, start_hour: str = '2024-05-01-00',
              hours: int = 3, no_external_fraction: float = 0.1, codec: str = 'null',
              events_per_file: int = 5000, other_type_files: int = 2,
-             old_layout_fraction: float = 0.25) -> SampleReport:
+             old_layout_fraction: float = 0.25, mapping: str = CLASSIC) -> SampleReport:
     """Write a sample Currents export under `<output_dir>/currents/` and describe it.
 
-    Existing files are overwritten, others left alone: use a fresh directory so the report matches
-    everything the pipeline will read.
+    `mapping` picks the event types (and writer schemas) of that mapping profile. Existing files
+    are overwritten, others left alone: use a fresh directory so the report matches everything
+    the pipeline will read.
     """
     _validate(events, hours, no_external_fraction, codec, events_per_file, other_type_files,
               old_layout_fraction)
+    if mapping not in PROFILES:
+        raise ValueError(f'mapping must be one of {", ".join(PROFILES)}, got {mapping!r}')
+    if mapping == CURRENT and not shared_schema_dir().is_dir():
+        raise ValueError(f'Braze writer schemas not found at {shared_schema_dir()} (set '
+                         f'CURRENTS_SHARED to the folder holding currents-schemas/)')
     start = parse_hour(start_hour)
     rng = random.Random(seed)
     pools = _Pools(rng)
@@ -555,8 +604,10 @@ def generate(output_dir, events: int = 10000, seed: int = 0, start_hour: str = '
     # Hourly volume varies; keep it within +-30% of the mean.
     hour_weights = [0.7 + 0.6 * rng.random() for _ in range(hours)]
 
-    types = [e.currents_type for e in EVENTS]
-    weights = [TYPE_WEIGHTS.get(t, 1.0) for t in types]
+    types = list(currents_types(mapping))
+    others = OTHER_TYPES_CURRENT if mapping == CURRENT else OTHER_TYPES
+    weights = [(CURRENT_TYPE_WEIGHTS if mapping == CURRENT else TYPE_WEIGHTS).get(t, 1.0)
+               for t in types]
     if events >= len(types):
         counts = [1 + c for c in _allocate(events - len(types), weights)]
     else:
@@ -570,7 +621,7 @@ def generate(output_dir, events: int = 10000, seed: int = 0, start_hour: str = '
             if nh:
                 nfiles = math.ceil(nh / events_per_file)
                 plan.extend((t, h, len(part)) for part in _split(nh, nfiles))
-    other_plan = [(OTHER_TYPES[i % len(OTHER_TYPES)], rng.randrange(hours), rng.randint(10, 60))
+    other_plan = [(others[i % len(others)], rng.randrange(hours), rng.randint(10, 60))
                   for i in range(other_type_files)]
 
     n_old = _old_count(len(plan), old_layout_fraction)
@@ -605,7 +656,7 @@ def generate(output_dir, events: int = 10000, seed: int = 0, start_hour: str = '
     parsed: Dict[str, dict] = {}
     for idx, (t, h, n) in enumerate(plan):
         if t not in templates:
-            schema = load_schema(t)
+            schema = load_schema(t, mapping)
             parsed[t] = fastavro.parse_schema(schema)
             templates[t] = _Templates(pools, t, schema)
         items = templates[t].items
@@ -690,7 +741,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = _Parser(prog='python -m devtools.sample',
                      description='Write a sample Braze Currents export (Avro) for tests and benchmarks.')
     parser.add_argument('--output', required=True, help='directory to write <output>/currents/... into')
-    parser.add_argument('--events', type=int, default=10000, help='events of the 34 types (default 10000)')
+    parser.add_argument('--events', type=int, default=10000, help='events of the profile\'s types (default 10000)')
     parser.add_argument('--seed', type=int, default=0, help='RNG seed; same seed, same bytes (default 0)')
     parser.add_argument('--start-hour', default='2024-05-01-00', help='first date= hour, YYYY-MM-DD-HH')
     parser.add_argument('--hours', type=int, default=3, help='number of date= hour folders (default 3)')
@@ -699,16 +750,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--no-external-fraction', type=float, default=0.1,
                         help='share of events without external_user_id (default 0.1)')
     parser.add_argument('--other-type-files', type=int, default=2,
-                        help='files of non-34 types to write (default 2)')
+                        help='files of types the profile skips (default 2)')
     parser.add_argument('--old-layout-fraction', type=float, default=0.25,
                         help='share of files in the older <schema-id>/<zone>/ layout (default 0.25)')
+    parser.add_argument('--mapping', default=CLASSIC, choices=PROFILES,
+                        help='event types of this mapping profile: classic (34, default) or '
+                             'current (80, with Braze\'s writer schemas from $CURRENTS_SHARED)')
     args = parser.parse_args(argv)
     try:
         report = generate(args.output, events=args.events, seed=args.seed, start_hour=args.start_hour,
                           hours=args.hours, no_external_fraction=args.no_external_fraction,
                           codec=args.codec, events_per_file=args.events_per_file,
                           other_type_files=args.other_type_files,
-                          old_layout_fraction=args.old_layout_fraction)
+                          old_layout_fraction=args.old_layout_fraction, mapping=args.mapping)
     except ValueError as exc:
         parser.error(str(exc))
     except OSError as exc:

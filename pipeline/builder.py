@@ -72,7 +72,7 @@ def deliver_step(settings: RunSettings, options: PipelineOptions,
     """Map → batch → send → rejects with this run's settings (a run and replay alike)."""
     return DeliverToSegment(send_step(settings, options), rejects_prefix,
                             settings.message_id_prefix, pipeline.__version__,
-                            settings.integrations)
+                            settings.integrations, settings.mapping, settings.include_anonymous)
 
 
 def build_pipeline(settings: RunSettings, files: List[Tuple[str, Optional[str]]],

@@ -1,11 +1,23 @@
-"""Renders the README's event table from the mapping table, so docs and code cannot drift.
+"""Renders the README's event tables from the mapping tables, so docs and code cannot drift.
 
-    python -m pipeline.docs      # prints the Markdown table
+    python -m pipeline.docs                # prints both tables (classic, then current)
+    python -m pipeline.docs --write README.md   # rewrites them in place between their markers
 """
+import argparse
+import sys
+
 from transforms.events import COMMON_PROPERTIES, EVENTS
+from transforms.profiles import CURRENT_EVENTS, CUSTOM_EVENT_ROW
+
+# README markers: (start, end) per table.
+MARKERS = {
+    'classic': ('<!-- events:start -->\n', '<!-- events:end -->'),
+    'current': ('<!-- events-current:start -->\n', '<!-- events-current:end -->'),
+}
 
 
 def event_table() -> str:
+    """The `classic` profile's table."""
     lines = ['| Segment `event` | Currents event type | event-specific properties '
              '(Segment name <- Avro field) | `context.traits.email` |',
              '|---|---|---|---|']
@@ -20,5 +32,52 @@ def event_table() -> str:
     return '\n'.join(lines)
 
 
+def current_event_table() -> str:
+    """The `current` profile's table: every property and context path of every type."""
+    lines = ['| Segment `event` | Currents event type | context (path <- Avro field) | '
+             'properties (Segment name <- Avro field) |',
+             '|---|---|---|---|']
+    for spec in CURRENT_EVENTS:
+        event = spec.segment_event if spec.segment_event is not None else \
+            f'the record\'s `name` (summary row "{CUSTOM_EVENT_ROW}")'
+        context = ', '.join(f'{path} <- {field}' for path, field in spec.context)
+        props = ', '.join((name if name == field else f'{name} <- {field}')
+                          + ('*' if name in spec.absent_from_writer_schema else '')
+                          for name, field in spec.properties)
+        lines.append(f'| {event} | {spec.currents_type} | {context} | {props} |')
+    lines.append('')
+    lines.append('\\* documented by Braze but absent from the type\'s current writer schema: '
+                 'sent if a future schema adds the field.')
+    return '\n'.join(lines)
+
+
+TABLES = {'classic': event_table, 'current': current_event_table}
+
+
+def rewrite(text: str) -> str:
+    """The README text with both tables regenerated between their markers."""
+    for profile, (start, end) in MARKERS.items():
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
+        text = f'{head}{start}{TABLES[profile]()}\n{end}{tail}'
+    return text
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog='python -m pipeline.docs',
+                                     description='Print (or rewrite in a README) the event tables.')
+    parser.add_argument('--write', metavar='README', help='rewrite the tables in this file')
+    args = parser.parse_args(argv)
+    if args.write:
+        with open(args.write, encoding='utf-8') as f:
+            text = f.read()
+        with open(args.write, 'w', encoding='utf-8') as f:
+            f.write(rewrite(text))
+        return 0
+    for profile, render in TABLES.items():
+        print(f'Mapping profile `{profile}`:\n\n{render()}\n')
+    return 0
+
+
 if __name__ == '__main__':
-    print(event_table())
+    sys.exit(main())

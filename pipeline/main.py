@@ -130,7 +130,7 @@ def run(argv: Optional[List[str]] = None, out=None) -> int:
             wave_hours = 0 if dataflow and not settings.wait else DEFAULT_WAVE_HOURS
         if settings.plan:
             plan = make_plan(listing.files, listing.skipped, wave_hours,
-                             settings.max_events_per_second)
+                             settings.max_events_per_second, settings.mapping)
             print(plan_text(plan, settings.max_events_per_second), file=out)
             return EXIT_OK
         check_sending_setup(settings, options)
@@ -156,7 +156,7 @@ def run(argv: Optional[List[str]] = None, out=None) -> int:
 
 def run_waves(settings, options, listing, waves, detached, out, runner=None) -> int:
     """Runs the waves one after the other; a failed wave stops the run with one line."""
-    summary = Summary.from_listing(listing.skipped)
+    summary = Summary.from_listing(listing.skipped, settings.mapping)
     if listing.skipped.get('skip_done'):
         print(f'resume: {listing.skipped["skip_done"]} files in partitions completed by earlier '
               f'runs are skipped', file=out)

@@ -7,7 +7,7 @@ from typing import Any, Dict, FrozenSet, Optional
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from transforms.events import EVENTS, resolve_event_type
+from transforms.profiles import CLASSIC, PROFILES, currents_types, resolve_event_types
 from pipeline.paths import FileSelector, UsageError, parse_hour
 from pipeline.endpoint import endpoint_for
 from transforms.write_key import WriteKeySource
@@ -28,7 +28,13 @@ class CurrentsToSegmentOptions(PipelineOptions):
         a('--rejects', help='Folder (local or gs://) for rejects JSON Lines')
         a('--start', help='First date= hour read, YYYY-MM-DD[-HH] UTC (inclusive)')
         a('--end', help='Date= hour where reading stops, YYYY-MM-DD[-HH] UTC (exclusive)')
-        a('--event_types', help='Comma-separated Segment event names or Currents types to read')
+        a('--event_types', help='Comma-separated Segment event names or Currents types to read '
+                                '(names of the --mapping profile)')
+        a('--mapping', default=CLASSIC,
+          help='Mapping profile: classic (the 34 events of the "Segment for Currents" document, '
+               'default) or current (the 80 types Braze\'s connector sends today)')
+        a('--include_anonymous', action='store_true', default=False,
+          help='Send events without external_user_id with anonymousId only (default: drop them)')
         a('--message_id_prefix', default='', help='Prefix for every messageId (e.g. dev-)')
         a('--dry_run_output', help='Write the request bodies to this folder; send nothing')
         a('--summary_output', help='Write the run summary as JSON to this file')
@@ -81,6 +87,8 @@ class RunSettings:
     wave_hours: Optional[int] = None
     wait: bool = False
     fresh_worker_processes: bool = False
+    mapping: str = CLASSIC
+    include_anonymous: bool = False
 
 
 def check_argv(argv) -> None:
@@ -102,21 +110,27 @@ def settings_from(options: PipelineOptions) -> RunSettings:
     end = parse_hour(o.end, '--end') if o.end else None
     if start and end and start >= end:
         raise UsageError('--start must be before --end')
+    if o.mapping not in PROFILES:
+        raise UsageError(f'--mapping must be {" or ".join(PROFILES)}, got {o.mapping!r}')
     if o.event_types:
         wanted = set()
         for name in o.event_types.split(','):
             if not name.strip():
                 continue
-            found = resolve_event_type(name)
-            if found is None:
-                raise UsageError(f'--event_types: unknown event {name.strip()!r} (use a Segment '
-                                 f'event name or Currents type from the README table)')
-            wanted.add(found)
+            found = resolve_event_types(o.mapping, name)
+            if not found:
+                others = [p for p in PROFILES if p != o.mapping
+                          and resolve_event_types(p, name)]
+                hint = f'; it is a {others[0]} event (--mapping {others[0]})' if others else ''
+                raise UsageError(f'--event_types: unknown event {name.strip()!r} for --mapping '
+                                 f'{o.mapping} (use a Segment event name or Currents type from '
+                                 f'the README table){hint}')
+            wanted |= found
         if not wanted:
             raise UsageError('--event_types is empty')
         event_types: FrozenSet[str] = frozenset(wanted)
     else:
-        event_types = frozenset(e.currents_type for e in EVENTS)
+        event_types = frozenset(currents_types(o.mapping))
     try:
         endpoint = endpoint_for(o.segment_region, o.segment_endpoint)
     except ValueError as exc:
@@ -153,4 +167,5 @@ def settings_from(options: PipelineOptions) -> RunSettings:
         key_source=WriteKeySource(secret_name=o.segment_write_key_secret or None),
         run_id=datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%dT%H%M%S%fZ'),
         resume=o.resume, plan=o.plan, wave_hours=o.wave_hours, wait=o.wait,
-        fresh_worker_processes=o.fresh_worker_processes)
+        fresh_worker_processes=o.fresh_worker_processes,
+        mapping=o.mapping, include_anonymous=o.include_anonymous)

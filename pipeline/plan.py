@@ -7,7 +7,8 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.waves import make_waves, partitions_of
-from transforms.events import BY_CURRENTS_TYPE, event_type_from_schema_name
+from transforms.events import event_type_from_schema_name
+from transforms.profiles import CLASSIC, row_name
 from pipeline.paths import hour_from_path
 
 
@@ -26,7 +27,7 @@ def _events_per_byte(path: str) -> Tuple[Optional[str], float]:
 
 
 def make_plan(files: List[Tuple[str, Optional[str], int]], skipped: Dict[str, int],
-              wave_hours: int, max_events_per_second: float) -> dict:
+              wave_hours: int, max_events_per_second: float, mapping: str = CLASSIC) -> dict:
     by_type = defaultdict(lambda: {'files': 0, 'bytes': 0, 'sample': None})
     for path, event_type, size in files:
         row = by_type[event_type or '(from schema)']
@@ -40,9 +41,11 @@ def make_plan(files: List[Tuple[str, Optional[str], int]], skipped: Dict[str, in
         _, ratio = _events_per_byte(row['sample'][0]) if row['sample'] else (None, 0.0)
         events = int(round(row['bytes'] * ratio))
         estimate += events
-        name = BY_CURRENTS_TYPE[event_type].segment_event if event_type in BY_CURRENTS_TYPE \
-            else event_type
-        rows[name] = {'files': row['files'], 'bytes': row['bytes'], 'events_estimate': events}
+        name = row_name(mapping, event_type)
+        found = rows.setdefault(name, {'files': 0, 'bytes': 0, 'events_estimate': 0})
+        found['files'] += row['files']
+        found['bytes'] += row['bytes']
+        found['events_estimate'] += events
     hours = sorted(h for h in (hour_from_path(p) for p, _, _ in files) if h is not None)
     seconds = estimate / max_events_per_second if max_events_per_second > 0 else None
     return {

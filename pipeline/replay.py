@@ -57,7 +57,11 @@ class ParseRejectFn(beam.DoFn):
             yield SegmentMessage(event_type or '', str(message.get('messageId', '')),
                                  serialize(message), source)
         elif row.get('record') is not None and event_type:
-            yield beam.pvalue.TaggedOutput(RECORDS, CurrentsEvent(event_type, source, row['record']))
+            # Mapped again as the run that rejected it mapped it (older rejects: this run's).
+            mapping = (row['mapping'], bool(row.get('include_anonymous'))) \
+                if row.get('mapping') else None
+            yield beam.pvalue.TaggedOutput(RECORDS, CurrentsEvent(event_type, source,
+                                                                  row['record'], mapping))
         else:
             yield beam.pvalue.TaggedOutput(REJECTS, Reject(
                 INVALID_RECORD, event_type, source, 'reject has neither message nor record',
@@ -126,7 +130,7 @@ def run_replay(argv: List[str], out=None) -> int:
         reason = stop_reason(exc)
         error(reason[0] if reason else f'the replay failed: {type(exc).__name__}: {_one_line(exc)}')
         return reason[1] if reason else EXIT_FAILED
-    summary = Summary.from_result(result)
+    summary = Summary.from_result(result, settings.mapping)
     print(summary.table(), file=out)
     not_replayed = {k.split(counts.SEP, 1)[1]: v for k, v in summary.values.items()
                     if k.startswith('not_replayed' + counts.SEP)}

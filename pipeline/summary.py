@@ -6,38 +6,39 @@ from typing import Dict
 from apache_beam.metrics.metric import MetricsFilter
 
 from transforms import counts
-from transforms.events import BY_CURRENTS_TYPE, EVENTS
-
-
-def _event_name(event_type: str) -> str:
-    spec = BY_CURRENTS_TYPE.get(event_type)
-    return spec.segment_event if spec else (event_type or 'unknown')
+from transforms.profiles import CLASSIC, row_name, row_names
 
 
 class Summary:
-    """Built from the run's committed counters (attempted where a runner has no committed)."""
+    """Built from the run's committed counters (attempted where a runner has no committed).
 
-    def __init__(self, values: Dict[str, int]):
+    Rows are the Segment event names of the run's mapping profile; types that share a name
+    (LINE and RCS `Sent` under `current`) share a row, custom events are one `Custom Event` row.
+    """
+
+    def __init__(self, values: Dict[str, int], mapping: str = CLASSIC):
         self.values = values
+        self.mapping = mapping
 
     def add(self, other: 'Summary') -> 'Summary':
         merged = defaultdict(int, self.values)
         for name, value in other.values.items():
             merged[name] += value
-        return Summary(dict(merged))
+        return Summary(dict(merged), self.mapping)
 
     @classmethod
-    def from_listing(cls, skipped: Dict[str, int]) -> 'Summary':
+    def from_listing(cls, skipped: Dict[str, int], mapping: str = CLASSIC) -> 'Summary':
         """Files skipped at listing time count in the summary without ever reaching a worker."""
-        return cls({f'{counts.FILES_SKIPPED}{counts.SEP}{k}': v for k, v in skipped.items()})
+        return cls({f'{counts.FILES_SKIPPED}{counts.SEP}{k}': v for k, v in skipped.items()},
+                   mapping)
 
     @classmethod
-    def from_result(cls, result) -> 'Summary':
+    def from_result(cls, result, mapping: str = CLASSIC) -> 'Summary':
         query = result.metrics().query(MetricsFilter().with_namespace(counts.NAMESPACE))
         values = defaultdict(int)
         for c in query['counters']:
             values[c.key.metric.name] += c.result or 0
-        return cls(dict(values))
+        return cls(dict(values), mapping)
 
     def as_dict(self) -> dict:
         by_event = {}
@@ -48,7 +49,7 @@ class Summary:
         for name, value in self.values.items():
             kind, key = counts.split_name(name)
             if kind in (counts.READ, counts.DROPPED, counts.SENT, counts.REJECTED):
-                row = by_event.setdefault(_event_name(key), {
+                row = by_event.setdefault(row_name(self.mapping, key), {
                     'read': 0, 'dropped_no_external_user_id': 0, 'sent': 0, 'rejected': 0})
                 column = 'dropped_no_external_user_id' if kind == counts.DROPPED else kind
                 row[column] += value
@@ -59,7 +60,9 @@ class Summary:
                 skipped[key] = value
             elif kind == 'requests_by_status':
                 statuses[key] = value
-        order = {e.segment_event: i for i, e in enumerate(EVENTS)}
+        order = {}
+        for name in row_names(self.mapping).values():
+            order.setdefault(name, len(order))
         return {
             'read': totals['read'],
             'dropped_no_external_user_id': totals['dropped_no_external_user_id'],
@@ -68,7 +71,7 @@ class Summary:
             'files_read': self.values.get(counts.FILES_READ, 0),
             'files_skipped': sum(skipped.values()),
             'files_rejected': self.values.get(counts.FILES_REJECTED, 0),
-            'by_event': dict(sorted(by_event.items(), key=lambda kv: order.get(kv[0], 99))),
+            'by_event': dict(sorted(by_event.items(), key=lambda kv: order.get(kv[0], len(order)))),
             'rejected_by_reason': dict(sorted(reasons.items())),
             'files_skipped_by_reason': {
                 {'skip_type': 'other_event_type', 'skip_range': 'outside_start_end',
@@ -92,13 +95,14 @@ class Summary:
 
     def table(self) -> str:
         d = self.as_dict()
-        head = f'{"Segment event":<34}{"read":>10}{"dropped":>10}{"sent":>10}{"rejected":>10}'
+        w = max([34] + [len(name) + 2 for name in d['by_event']])
+        head = f'{"Segment event":<{w}}{"read":>10}{"dropped":>10}{"sent":>10}{"rejected":>10}'
         lines = [head, '-' * len(head)]
         for name, r in d['by_event'].items():
-            lines.append(f'{name:<34}{r["read"]:>10}{r["dropped_no_external_user_id"]:>10}'
+            lines.append(f'{name:<{w}}{r["read"]:>10}{r["dropped_no_external_user_id"]:>10}'
                          f'{r["sent"]:>10}{r["rejected"]:>10}')
         lines.append('-' * len(head))
-        lines.append(f'{"total":<34}{d["read"]:>10}{d["dropped_no_external_user_id"]:>10}'
+        lines.append(f'{"total":<{w}}{d["read"]:>10}{d["dropped_no_external_user_id"]:>10}'
                      f'{d["sent"]:>10}{d["rejected"]:>10}')
         lines.append(f'files: {d["files_read"]} read, {d["files_skipped"]} skipped, '
                      f'{d["files_rejected"]} unreadable')

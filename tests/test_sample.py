@@ -298,3 +298,63 @@ def test_cli_bad_args(tmp_path, args):
     assert res.returncode == 2
     assert len(res.stderr.strip().splitlines()) == 1 and 'error' in res.stderr
     assert not res.stdout
+
+
+# --- the `current` profile: 80 types with Braze's real writer schemas ------------------------------
+
+@pytest.fixture(scope='module')
+def current_corpus(tmp_path_factory):
+    from tests.conftest import SHARED
+    if not (SHARED / 'currents-schemas').is_dir():
+        pytest.fail(f'Braze writer schemas not found at {SHARED} (set CURRENTS_SHARED)')
+    out = tmp_path_factory.mktemp('current')
+    return out, sample.generate(out, events=1500, seed=5, hours=2, events_per_file=300,
+                                mapping='current', other_type_files=5)
+
+
+@pytest.mark.slow
+def test_current_corpus_writes_all_80_types_with_their_real_schemas(current_corpus):
+    import json
+    from tests.conftest import SHARED
+    from transforms.profiles import currents_types
+    out, report = current_corpus
+    types = set(currents_types('current'))
+    assert len(types) == 80
+    seen = set()
+    for path in report.files:
+        t, _, _ = path_parts(path)
+        seen.add(t)
+        r, recs = read(path)
+        braze = json.loads((SHARED / 'currents-schemas' / f'{t}.avsc').read_text())
+        parsed = fastavro.parse_schema(braze)
+        assert r.writer_schema['name'] == parsed['name'] == f'dataexport.S3.inner.{t}'
+        assert [(f['name'], f['type']) for f in r.writer_schema['fields']] == \
+            [(f['name'], f['type']) for f in parsed['fields']]
+        for rec in recs:
+            assert rec['id'] in report.eligible_ids or not (rec['external_user_id'] or '').strip()
+    assert seen == types == {t for t, v in report.by_type.items() if v['events']}
+    assert report.events == 1500 == sum(v['events'] for v in report.by_type.values())
+    # Other files are types the current profile skips.
+    assert len(report.other_files) == 5
+    assert not {path_parts(p)[0] for p in report.other_files} & types
+
+
+@pytest.mark.slow
+def test_current_corpus_is_deterministic_and_classic_unchanged(tmp_path):
+    a = sample.generate(tmp_path / 'a', events=200, seed=9, mapping='current')
+    b = sample.generate(tmp_path / 'b', events=200, seed=9, mapping='current')
+    rel = lambda report, root: sorted(os.path.relpath(p, root) for p in report.files)  # noqa: E731
+    assert rel(a, tmp_path / 'a') == rel(b, tmp_path / 'b')
+    for pa in a.files:
+        pb = str(tmp_path / 'b' / os.path.relpath(pa, tmp_path / 'a'))
+        assert Path(pa).read_bytes() == Path(pb).read_bytes()
+    classic = sample.generate(tmp_path / 'c', events=200, seed=9)
+    assert {path_parts(p)[0] for p in classic.files} == set(TYPES)
+
+
+def test_current_mapping_needs_the_shared_schemas(tmp_path, monkeypatch):
+    monkeypatch.setenv('CURRENTS_SHARED', str(tmp_path / 'nowhere'))
+    with pytest.raises(ValueError, match='CURRENTS_SHARED'):
+        sample.generate(tmp_path / 'x', events=10, mapping='current')
+    with pytest.raises(ValueError, match='mapping'):
+        sample.generate(tmp_path / 'x', events=10, mapping='newest')

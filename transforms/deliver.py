@@ -26,11 +26,13 @@ class DeliverToSegment(beam.PTransform):
     """
 
     def __init__(self, sender: beam.DoFn, rejects_prefix: str, message_id_prefix: str = '',
-                 library_version: str = '', integrations: Optional[Dict[str, Any]] = None):
+                 library_version: str = '', integrations: Optional[Dict[str, Any]] = None,
+                 mapping: str = 'classic', include_anonymous: bool = False):
         super().__init__()
         self.sender = sender
         self.rejects_prefix = rejects_prefix
-        self.mapping = (message_id_prefix, library_version, integrations)
+        self.mapping = (message_id_prefix, library_version, integrations, mapping,
+                        include_anonymous)
 
     def expand(self, inputs):
         pipeline = next(iter(inputs.values())).pipeline

@@ -3,7 +3,7 @@
 This table is the single source of truth for the mapping: the mapping code, the reader's
 type filter, the sample generator and the README table are all derived from it.
 """
-from typing import Dict, NamedTuple, Optional, Tuple
+from typing import Dict, Iterable, NamedTuple, Optional, Tuple
 
 
 class EventSpec(NamedTuple):
@@ -86,15 +86,16 @@ def resolve_event_type(name: str) -> Optional[str]:
     return None
 
 
-def event_type_from_schema_name(fullname: str) -> Optional[str]:
-    """The Currents type named by a writer schema's full name, if it is one of the 34.
+def event_type_from_schema_name(fullname: str,
+                                types: Optional[Iterable[str]] = None) -> Optional[str]:
+    """The Currents type named by a writer schema's full name, if it is one of `types`
+    (default: the 34 above; a run passes the types of its mapping profile).
 
     Current files use `dataexport.S3.inner.users.messages.email.Send`, 2021 files
     `users.messages.email.Send`; the record name alone (`Send`) is ambiguous, so match the
     full dotted suffix.
     """
-    for spec in EVENTS:
-        t = spec.currents_type
+    for t in (types if types is not None else (spec.currents_type for spec in EVENTS)):
         if fullname == t or fullname.endswith('.' + t):
             return t
     return None

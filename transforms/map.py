@@ -2,33 +2,55 @@
 import apache_beam as beam
 
 from transforms import counts
-from transforms.mapping import DROPPED, Invalid, MessageMapper, serialize
+from transforms.mapping import DROPPED, Invalid, mapper_for, serialize
 from transforms.model import INVALID_RECORD, CurrentsEvent, Reject, SegmentMessage
+from transforms.profiles import CLASSIC
 
 REJECTS = 'rejects'
 
 
 class MapToSegmentFn(beam.DoFn):
-    """One Segment message per event, serialized once here so later steps do byte arithmetic."""
+    """One Segment message per event, serialized once here so later steps do byte arithmetic.
 
-    def __init__(self, message_id_prefix='', library_version='', integrations=None):
+    Events map with the run's profile (`mapping`, `include_anonymous`); a replayed record that
+    names the profile it was first mapped with uses that one.
+    """
+
+    def __init__(self, message_id_prefix='', library_version='', integrations=None,
+                 mapping=CLASSIC, include_anonymous=False):
         self.settings = (message_id_prefix, library_version, integrations)
+        self.choice = (mapping, bool(include_anonymous))
         self.mapper = None
+        self.mappers = {}
 
     def setup(self):
-        self.mapper = MessageMapper(*self.settings)
+        self.mapper = self._mapper(self.choice)
+
+    def _mapper(self, choice):
+        found = self.mappers.get(choice)
+        if found is None:
+            found = self.mappers[choice] = mapper_for(choice[0], *self.settings,
+                                                      include_anonymous=choice[1])
+        return found
 
     def process(self, event: CurrentsEvent):
         # Returns lists rather than yielding: no generator per event on this hot path.
+        choice = event.mapping
         try:
-            message = self.mapper.to_message(event.event_type, event.record)
+            if choice is None:
+                choice, mapper = self.choice, self.mapper
+            else:
+                mapper = self._mapper(choice)
+            message = mapper.to_message(event.event_type, event.record)
         except Invalid as exc:
             return [beam.pvalue.TaggedOutput(REJECTS, Reject(
-                exc.reason, event.event_type, event.source, exc.detail, record=event.record))]
+                exc.reason, event.event_type, event.source, exc.detail, record=event.record,
+                mapping=choice[0], include_anonymous=choice[1]))]
         except Exception as exc:  # odd data the schema allowed; dead-letter, never crash
             return [beam.pvalue.TaggedOutput(REJECTS, Reject(
                 INVALID_RECORD, event.event_type, event.source,
-                f'mapping failed: {type(exc).__name__}: {exc}', record=event.record))]
+                f'mapping failed: {type(exc).__name__}: {exc}', record=event.record,
+                mapping=choice[0], include_anonymous=choice[1]))]
         if message is DROPPED:
             counts.counter(counts.DROPPED, event.event_type).inc()
             return ()
@@ -39,9 +61,11 @@ class MapToSegmentFn(beam.DoFn):
 class MapToSegment(beam.PTransform):
     """CurrentsEvent → (SegmentMessage PCollection, Reject PCollection)."""
 
-    def __init__(self, message_id_prefix='', library_version='', integrations=None):
+    def __init__(self, message_id_prefix='', library_version='', integrations=None,
+                 mapping=CLASSIC, include_anonymous=False):
         super().__init__()
-        self.fn = MapToSegmentFn(message_id_prefix, library_version, integrations)
+        self.fn = MapToSegmentFn(message_id_prefix, library_version, integrations, mapping,
+                                 include_anonymous)
 
     def expand(self, events):
         result = events | 'ToTrackMessage' >> beam.ParDo(self.fn).with_outputs(

@@ -1,5 +1,7 @@
-"""Currents record → Segment `track` message, exactly as Braze's connector maps it (CONTRACT §3).
+"""Currents record → Segment `track` message, exactly as Braze's connector maps it.
 
+One mapper per mapping profile (README, "What it sends" and "Which profile"): `MessageMapper`
+for `classic`, `CurrentMessageMapper` for `current`; `mapper_for` picks one.
 Pure functions: no Beam here, so the mapping is tested fast and reused by the replay path.
 """
 import json
@@ -9,6 +11,7 @@ import orjson
 from typing import Any, Dict, Optional, Union
 
 from transforms.events import BY_CURRENTS_TYPE, COMMON_PROPERTIES
+from transforms.profiles import CLASSIC, CURRENT, CURRENT_EVENTS, PROFILES
 from transforms.model import INVALID_RECORD, MESSAGE_ID_TOO_LONG
 
 MAX_MESSAGE_ID_CHARS = 100
@@ -62,10 +65,11 @@ class MessageMapper:
     """
 
     def __init__(self, message_id_prefix: str = '', library_version: str = '',
-                 integrations: Optional[Dict[str, Any]] = None):
+                 integrations: Optional[Dict[str, Any]] = None, include_anonymous: bool = False):
         self.prefix = message_id_prefix or ''
         self.library = {'name': LIBRARY_NAME, 'version': library_version}
         self.integrations = integrations
+        self.include_anonymous = include_anonymous
         self.plans = {
             spec.currents_type: (spec.segment_event, spec.is_email,
                                  tuple((n, n) for n in COMMON_PROPERTIES) + spec.properties)
@@ -85,9 +89,35 @@ class MessageMapper:
         """The Segment message for a record, or DROPPED; raises Invalid for bad records."""
         event_name, is_email, pairs = self.plans[event_type]
         get = record.get
+        message = self._head(event_name, get)
+        if message is DROPPED:
+            return DROPPED
+        properties = {}
+        for name, field in pairs:
+            value = get(field)
+            if value is not None:
+                properties[name] = value if value.__class__ is str else as_string(value)
+        message['properties'] = properties
+        email = get('email_address') if is_email else None
+        if email is not None:
+            message['context'] = {'traits': {'email': as_string(email)}, 'library': self.library}
+        else:
+            message['context'] = {'library': self.library}
+        if self.integrations is not None:
+            message['integrations'] = self.integrations
+        return message
+
+    def _head(self, event_name: Optional[str], get) -> Union[Dict[str, Any], Dropped]:
+        """type, event, userId, anonymousId, messageId, timestamp, in this order; or DROPPED.
+
+        The drop (no external_user_id) is decided before any validity check.
+        """
         external_id = get('external_user_id')
         if not _present(external_id):
-            return DROPPED
+            # Braze's "include events from anonymous users": sent with anonymousId only.
+            if not (self.include_anonymous and _present(get('user_id'))):
+                return DROPPED
+            external_id = None
         event_id = get('id')
         if not _present(event_id):
             raise Invalid(INVALID_RECORD, 'record has no id')
@@ -104,27 +134,80 @@ class MessageMapper:
             raise Invalid(MESSAGE_ID_TOO_LONG,
                           f'messageId has {len(message_id)} characters, Segment allows '
                           f'{MAX_MESSAGE_ID_CHARS}')
-        properties = {}
-        for name, field in pairs:
-            value = get(field)
-            if value is not None:
-                properties[name] = value if value.__class__ is str else as_string(value)
-        message = {'type': 'track', 'event': event_name,
-                   'userId': external_id if external_id.__class__ is str else as_string(external_id)}
+        message = {'type': 'track', 'event': event_name}
+        if external_id is not None:
+            message['userId'] = (external_id if external_id.__class__ is str
+                                 else as_string(external_id))
         user_id = get('user_id')
         if _present(user_id):
             message['anonymousId'] = user_id if user_id.__class__ is str else as_string(user_id)
         message['messageId'] = message_id
         message['timestamp'] = timestamp
+        return message
+
+
+class CurrentMessageMapper(MessageMapper):
+    """The `current` profile: Braze's connector as its event glossary documents it today.
+
+    Per type: the Segment event (a custom event's is the record's `name`), context paths and
+    properties each set from their Avro field when it is non-null, with the value exactly as
+    Avro decoded it (strings, booleans, numbers, arrays); nothing is converted or guessed.
+    """
+
+    def __init__(self, message_id_prefix: str = '', library_version: str = '',
+                 integrations: Optional[Dict[str, Any]] = None, include_anonymous: bool = False):
+        super().__init__(message_id_prefix, library_version, integrations, include_anonymous)
+        self.plans = {
+            spec.currents_type: (
+                spec.segment_event,
+                tuple((tuple(path.split('.')[1:]), field) for path, field in spec.context),
+                spec.properties)
+            for spec in CURRENT_EVENTS}
+
+    def to_message(self, event_type: str, record: Dict[str, Any]) -> Union[Dict[str, Any], Dropped]:
+        plan = self.plans.get(event_type)
+        if plan is None:
+            raise Invalid(INVALID_RECORD, f'{event_type} is not a type of the current mapping')
+        event_name, context_paths, pairs = plan
+        get = record.get
+        message = self._head(event_name, get)
+        if message is DROPPED:
+            return DROPPED
+        if event_name is None:
+            name = get('name')
+            if name.__class__ is not str or not name.strip():
+                raise Invalid(INVALID_RECORD, 'custom event has no name' if name is None
+                              or name.__class__ is str else f'name is not a string: {name!r}')
+            message['event'] = name
+        properties = {}
+        for segment_name, field in pairs:
+            value = get(field)
+            if value is not None:
+                properties[segment_name] = value
         message['properties'] = properties
-        email = get('email_address') if is_email else None
-        if email is not None:
-            message['context'] = {'traits': {'email': as_string(email)}, 'library': self.library}
-        else:
-            message['context'] = {'library': self.library}
+        context = {}
+        for path, field in context_paths:
+            value = get(field)
+            if value is not None:
+                node = context
+                for key in path[:-1]:
+                    node = node.setdefault(key, {})
+                node[path[-1]] = value
+        context['library'] = self.library
+        message['context'] = context
         if self.integrations is not None:
             message['integrations'] = self.integrations
         return message
+
+
+def mapper_for(profile: str = CLASSIC, message_id_prefix: str = '', library_version: str = '',
+               integrations: Optional[Dict[str, Any]] = None,
+               include_anonymous: bool = False) -> MessageMapper:
+    """The mapper of a mapping profile (`classic` or `current`)."""
+    if profile not in PROFILES:
+        raise ValueError(f'unknown mapping profile {profile!r} (known: {", ".join(PROFILES)})')
+    cls = CurrentMessageMapper if profile == CURRENT else MessageMapper
+    return cls(message_id_prefix, library_version, integrations, include_anonymous)
 
 
 def serialize(message: Dict[str, Any]) -> bytes:

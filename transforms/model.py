@@ -9,6 +9,8 @@ class CurrentsEvent(NamedTuple):
     event_type: str          # Currents type, e.g. users.messages.email.Click
     source: str              # the file it came from
     record: Dict[str, Any]
+    # (profile, include_anonymous) to map it with, when not the run's own: a replayed reject's.
+    mapping: Optional[Tuple[str, bool]] = None
 
 
 class SegmentMessage(NamedTuple):
@@ -33,7 +35,9 @@ class Reject(NamedTuple):
     """An event (or a whole unreadable file) that could not be delivered, with why.
 
     Exactly one of `message` (the mapped Segment message) or `record` (the original Currents
-    record) is kept so the reject can be replayed once the cause is fixed.
+    record) is kept so the reject can be replayed once the cause is fixed. A kept record also
+    keeps the mapping profile and --include_anonymous it was mapped with, so a replay maps it
+    the same way.
     """
     reason: str
     event_type: Optional[str]
@@ -41,6 +45,8 @@ class Reject(NamedTuple):
     detail: str
     message: Optional[Dict[str, Any]] = None
     record: Optional[Dict[str, Any]] = None
+    mapping: Optional[str] = None
+    include_anonymous: bool = False
 
     @property
     def is_file(self) -> bool:
@@ -53,6 +59,9 @@ class Reject(NamedTuple):
             out['message'] = self.message
         if self.record is not None:
             out['record'] = self.record
+        if self.mapping is not None:
+            out['mapping'] = self.mapping
+            out['include_anonymous'] = bool(self.include_anonymous)
         return json.dumps(out, ensure_ascii=False, separators=(',', ':'), default=_json_safe)
 
 

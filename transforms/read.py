@@ -119,7 +119,7 @@ class ReadCurrentsFileFn(beam.DoFn):
         """No event_type= in the path: the writer schema's full name says which type it is."""
         fullname = reader.writer_schema.get('name', '') if isinstance(
             reader.writer_schema, dict) else ''
-        event_type = event_type_from_schema_name(fullname)
+        event_type = event_type_from_schema_name(fullname, self.event_types)
         if event_type is None or event_type not in self.event_types:
             counts.counter(counts.FILES_SKIPPED, 'skip_type').inc()
             return None
