@@ -12,6 +12,7 @@ from pipeline.options import RunSettings
 from transforms.batch import BatchMessages
 from transforms.manifest import WriteManifestFn
 from transforms.map import MapToSegment
+from transforms.progress import LiveChannel
 from transforms.read import ReadCurrentsEvents
 from transforms.rejects import WriteRejects
 from transforms.send import SendBatchesFn, SendToSegment, WriteRequestBodiesFn
@@ -35,9 +36,10 @@ def sending_processes(options: PipelineOptions) -> int:
     return max(1, worker_processes(options))
 
 
-def send_step(settings: RunSettings, options: PipelineOptions) -> beam.DoFn:
+def send_step(settings: RunSettings, options: PipelineOptions,
+              live: LiveChannel = LiveChannel()) -> beam.DoFn:
     if settings.dry_run_output:
-        return WriteRequestBodiesFn(settings.dry_run_output)
+        return WriteRequestBodiesFn(settings.dry_run_output, settings.segment_sent_at, live)
     rate = 0.0
     if settings.max_events_per_second > 0:
         rate = settings.max_events_per_second / sending_processes(options)
@@ -45,28 +47,34 @@ def send_step(settings: RunSettings, options: PipelineOptions) -> beam.DoFn:
             options.view_as(DebugOptions).add_experiment('no_use_multiple_sdk_containers')
     return SendBatchesFn(settings.endpoint, settings.key_source, settings.timeout,
                          settings.use_gzip, settings.max_retry_seconds, rate,
-                         settings.max_in_flight)
+                         settings.max_in_flight, settings.segment_sent_at, live)
 
 
 def build_pipeline(settings: RunSettings, files: List[Tuple[str, Optional[str]]],
                    options: PipelineOptions, wave: str = 'w0',
                    partitions: Iterable[str] = (), manifest_path: Optional[str] = None,
-                   runner: Optional[PipelineRunner] = None) -> beam.Pipeline:
-    """One wave: these files, sent (or written, in a dry run), rejects, then its manifest."""
+                   runner: Optional[PipelineRunner] = None,
+                   live: LiveChannel = LiveChannel()) -> beam.Pipeline:
+    """One wave: these files, sent (or written, in a dry run), rejects, then its manifest.
+
+    A dry run sends nothing, so it records nothing for --resume: no manifest step.
+    """
     if is_dataflow(options) and len(files) > LARGE_GRAPH_FILES:
         options.view_as(DebugOptions).add_experiment('upload_graph')  # job graph over 10 MB
-    sender = send_step(settings, options)  # may add experiments: before Pipeline copies options
+    sender = send_step(settings, options, live)  # may add experiments: before Pipeline copies
     p = beam.Pipeline(runner=runner, options=options)
-    events, read_rejects = p | 'Read' >> ReadCurrentsEvents(files, settings.selector.event_types)
+    events, read_rejects = p | 'Read' >> ReadCurrentsEvents(
+        files, settings.selector.event_types, live)
     messages, map_rejects = events | 'Map' >> MapToSegment(
-        settings.message_id_prefix, pipeline.__version__, settings.integrations)
+        settings.message_id_prefix, pipeline.__version__, settings.integrations, live)
     batches, batch_rejects = messages | 'Batch' >> BatchMessages()
     send_rejects = batches | 'Send' >> SendToSegment(sender)
     written = ((read_rejects, map_rejects, batch_rejects, send_rejects)
-               | 'Rejects' >> WriteRejects(f'{settings.rejects}/rejects-{settings.run_id}-{wave}'))
-    if manifest_path:
+               | 'Rejects' >> WriteRejects(f'{settings.rejects}/rejects-{settings.run_id}-{wave}',
+                                           live))
+    if manifest_path and not settings.dry_run_output:
         _ = (written
              | 'CountRejectFiles' >> beam.combiners.Count.Globally()
              | 'RecordCompleted' >> beam.ParDo(WriteManifestFn(
-                 manifest_path, settings.run_id, partitions, len(files))))
+                 manifest_path, settings.run_id, partitions, len(files), live)))
     return p

@@ -9,6 +9,9 @@ from transforms import counts
 from transforms.events import BY_CURRENTS_TYPE, EVENTS
 
 
+UNDATED = 'files_without_date_hour'
+
+
 def _event_name(event_type: str) -> str:
     spec = BY_CURRENTS_TYPE.get(event_type)
     return spec.segment_event if spec else (event_type or 'unknown')
@@ -27,9 +30,13 @@ class Summary:
         return Summary(dict(merged))
 
     @classmethod
-    def from_listing(cls, skipped: Dict[str, int]) -> 'Summary':
-        """Files skipped at listing time count in the summary without ever reaching a worker."""
-        return cls({f'{counts.FILES_SKIPPED}{counts.SEP}{k}': v for k, v in skipped.items()})
+    def from_listing(cls, skipped: Dict[str, int], undated: int = 0) -> 'Summary':
+        """Files skipped at listing time count in the summary without ever reaching a worker;
+        so do the files read although --start/--end were given (no date= hour in the path)."""
+        values = {f'{counts.FILES_SKIPPED}{counts.SEP}{k}': v for k, v in skipped.items()}
+        if undated:
+            values[UNDATED] = undated
+        return cls(values)
 
     @classmethod
     def from_result(cls, result) -> 'Summary':
@@ -53,6 +60,11 @@ class Summary:
                 column = 'dropped_no_external_user_id' if kind == counts.DROPPED else kind
                 row[column] += value
                 totals[column] += value
+            elif kind == counts.UNSENT:   # a stopped run: read, not sent, left for --resume
+                row = by_event.setdefault(_event_name(key), {
+                    'read': 0, 'dropped_no_external_user_id': 0, 'sent': 0, 'rejected': 0})
+                row['not_sent_stopped'] = row.get('not_sent_stopped', 0) + value
+                totals['not_sent_stopped'] += value
             elif kind == counts.REASON:
                 reasons[key] = value
             elif kind == counts.FILES_SKIPPED:
@@ -74,6 +86,9 @@ class Summary:
                 {'skip_type': 'other_event_type', 'skip_range': 'outside_start_end',
                  'skip_not_avro': 'not_avro_name', 'skip_done': 'completed_by_earlier_run'}.get(k, k): v
                 for k, v in sorted(skipped.items())},
+            'files_without_date_hour': self.values.get(UNDATED, 0),
+            'not_sent_stopped': totals['not_sent_stopped'],
+            'files_not_read_stopped': self.values.get(counts.FILES_UNREAD, 0),
             'requests': self.values.get('requests', 0),
             'requests_retried': self.values.get('requests_retried', 0),
             'requests_by_status': dict(sorted(statuses.items())),
@@ -81,11 +96,13 @@ class Summary:
 
     @property
     def balanced(self) -> bool:
+        """read = dropped + sent + rejected (+ read but not sent, when a run was stopped)."""
         d = self.as_dict()
-        if d['read'] != d['dropped_no_external_user_id'] + d['sent'] + d['rejected']:
+        if d['read'] != (d['dropped_no_external_user_id'] + d['sent'] + d['rejected']
+                         + d['not_sent_stopped']):
             return False
         return all(r['read'] == r['dropped_no_external_user_id'] + r['sent'] + r['rejected']
-                   for r in d['by_event'].values())
+                   + r.get('not_sent_stopped', 0) for r in d['by_event'].values())
 
     def to_json(self) -> str:
         return json.dumps(self.as_dict(), indent=2)
@@ -102,12 +119,20 @@ class Summary:
                      f'{d["sent"]:>10}{d["rejected"]:>10}')
         lines.append(f'files: {d["files_read"]} read, {d["files_skipped"]} skipped, '
                      f'{d["files_rejected"]} unreadable')
+        if d['files_without_date_hour']:
+            lines.append(f'read regardless: no date= hour in path: '
+                         f'{d["files_without_date_hour"]} files (--start/--end cannot prune them)')
+        if d['not_sent_stopped'] or d['files_not_read_stopped']:
+            lines.append(f'stopped: {d["not_sent_stopped"]} events read but not sent, '
+                         f'{d["files_not_read_stopped"]} files not (fully) read; not recorded '
+                         f'as done (--resume sends them)')
         if d['rejected_by_reason']:
             lines.append('rejects by reason: ' + ', '.join(
                 f'{k} {v}' for k, v in d['rejected_by_reason'].items()))
         if d['requests']:
             lines.append(f'requests: {d["requests"]} ({d["requests_retried"]} retried; by answer: '
                          + ', '.join(f'{k} {v}' for k, v in d['requests_by_status'].items()) + ')')
-        lines.append('balance: read = dropped + sent + rejected ' +
+        lines.append('balance: read = dropped + sent + rejected '
+                     + ('+ not sent (stopped) ' if d['not_sent_stopped'] else '') +
                      ('OK' if self.balanced else 'MISMATCH'))
         return '\n'.join(lines)

@@ -1,9 +1,10 @@
 """Map: Currents events → serialized Segment messages; drops and rejects flow as data/counts."""
 import apache_beam as beam
 
-from transforms import counts
+from transforms import counts, progress
 from transforms.mapping import DROPPED, Invalid, MessageMapper, serialize
 from transforms.model import INVALID_RECORD, CurrentsEvent, Reject, SegmentMessage
+from transforms.progress import LiveChannel
 
 REJECTS = 'rejects'
 
@@ -11,12 +12,17 @@ REJECTS = 'rejects'
 class MapToSegmentFn(beam.DoFn):
     """One Segment message per event, serialized once here so later steps do byte arithmetic."""
 
-    def __init__(self, message_id_prefix='', library_version='', integrations=None):
+    reporter, stop = progress.NO_REPORTER, progress.NO_STOP   # until setup()
+
+    def __init__(self, message_id_prefix='', library_version='', integrations=None,
+                 live: LiveChannel = LiveChannel()):
         self.settings = (message_id_prefix, library_version, integrations)
+        self.live = live
         self.mapper = None
 
     def setup(self):
         self.mapper = MessageMapper(*self.settings)
+        self.reporter = self.live.reporter()
 
     def process(self, event: CurrentsEvent):
         # Returns lists rather than yielding: no generator per event on this hot path.
@@ -31,6 +37,7 @@ class MapToSegmentFn(beam.DoFn):
                 f'mapping failed: {type(exc).__name__}: {exc}', record=event.record))]
         if message is DROPPED:
             counts.counter(counts.DROPPED, event.event_type).inc()
+            self.reporter.add(progress.DROPPED)
             return ()
         return [SegmentMessage(event.event_type, message['messageId'], serialize(message),
                                event.source)]
@@ -39,9 +46,10 @@ class MapToSegmentFn(beam.DoFn):
 class MapToSegment(beam.PTransform):
     """CurrentsEvent → (SegmentMessage PCollection, Reject PCollection)."""
 
-    def __init__(self, message_id_prefix='', library_version='', integrations=None):
+    def __init__(self, message_id_prefix='', library_version='', integrations=None,
+                 live: LiveChannel = LiveChannel()):
         super().__init__()
-        self.fn = MapToSegmentFn(message_id_prefix, library_version, integrations)
+        self.fn = MapToSegmentFn(message_id_prefix, library_version, integrations, live)
 
     def expand(self, events):
         result = events | 'ToTrackMessage' >> beam.ParDo(self.fn).with_outputs(
