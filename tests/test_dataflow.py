@@ -257,7 +257,8 @@ def test_flex_launcher_argument_translation():
     finally:
         sys.path.remove(str(ROOT))
     assert flex_launcher.flag_options() == {'--segment_gzip', '--resume', '--plan', '--wait',
-                                            '--fresh_worker_processes'}
+                                            '--fresh_worker_processes', '--segment_sent_at',
+                                            '--verbose'}
     argv = flex_launcher.template_argv(['--input=gs://b/x', '--segment_gzip=true',
                                         '--resume=False', '--wait=maybe', '--plan=TRUE'])
     assert argv == ['--input=gs://b/x', '--segment_gzip', '--wait=maybe', '--plan',
@@ -287,7 +288,7 @@ EXAMPLES = {
     'segment_timeout': '12.5', 'max_retry_seconds': '300', 'max_events_per_second': '900',
     'max_in_flight': '8', 'integrations': '{"All": false, "Warehouses": true}',
     'segment_write_key_secret': SECRET, 'resume': 'true', 'plan': 'true', 'wave_hours': '24',
-    'wait': 'true',
+    'wait': 'true', 'segment_sent_at': 'false',
 }
 
 
