@@ -330,6 +330,7 @@ class SegmentReceiver:
         self._duplicates = self._silently_dropped = self._invalid_dropped = 0
         self._max_request_bytes = self._max_batch_seen = 0
         self._sent_at_missing = self._missing_message_id = self._bad_content_type = 0
+        self._with_sent_at = 0    # accepted bodies that carried sentAt
         self._conns = set()
         self._server = self._thread = self._store_file = None
 
@@ -412,6 +413,7 @@ class SegmentReceiver:
                 'max_batch_messages_seen': self._max_batch_seen,
                 'arrivals': [[r['t'], r['items']] for r in self._records],
                 'sent_at_values_missing': self._sent_at_missing,
+                'bodies_with_sent_at': self._with_sent_at,
                 'missing_message_id': self._missing_message_id,
                 'bad_content_type': self._bad_content_type,
                 'mode': self._mode,
@@ -587,6 +589,8 @@ class SegmentReceiver:
             self._missing_message_id += missing
             if sent_at is None:
                 self._sent_at_missing += 1
+            else:
+                self._with_sent_at += 1
             self._records.append({'t': t_arrival, 'items': n, 'body_bytes': len(body),
                                   'wire_bytes': len(raw), 'sent_at': sent_at})
             if self._store_file is not None and fresh:

@@ -15,6 +15,7 @@ import pipeline
 from pipeline.options import RunSettings
 from transforms.deliver import EVENTS, REJECTS, DeliverToSegment
 from transforms.manifest import WriteManifestFn
+from transforms.progress import LiveChannel
 from transforms.read import ReadCurrentsEvents
 from transforms.send import SendBatchesFn, WriteRequestBodiesFn
 
@@ -55,38 +56,45 @@ def job_options(settings: RunSettings, options: PipelineOptions,
     return options
 
 
-def send_step(settings: RunSettings, options: PipelineOptions) -> beam.DoFn:
+def send_step(settings: RunSettings, options: PipelineOptions,
+              live: LiveChannel = LiveChannel()) -> beam.DoFn:
     """The sending DoFn: to Segment at this run's share of the rate, or to --dry_run_output."""
     if settings.dry_run_output:
-        return WriteRequestBodiesFn(settings.dry_run_output)
+        return WriteRequestBodiesFn(settings.dry_run_output, settings.segment_sent_at, live)
     rate = 0.0
     if settings.max_events_per_second > 0:
         rate = settings.max_events_per_second / sending_processes(options)
     return SendBatchesFn(settings.endpoint, settings.key_source, settings.timeout,
                          settings.use_gzip, settings.max_retry_seconds, rate,
-                         settings.max_in_flight)
+                         settings.max_in_flight, settings.segment_sent_at, live)
 
 
-def deliver_step(settings: RunSettings, options: PipelineOptions,
-                 rejects_prefix: str) -> DeliverToSegment:
+def deliver_step(settings: RunSettings, options: PipelineOptions, rejects_prefix: str,
+                 live: LiveChannel = LiveChannel()) -> DeliverToSegment:
     """Map → batch → send → rejects with this run's settings (a run and replay alike)."""
-    return DeliverToSegment(send_step(settings, options), rejects_prefix,
+    return DeliverToSegment(send_step(settings, options, live), rejects_prefix,
                             settings.message_id_prefix, pipeline.__version__,
-                            settings.integrations, settings.mapping, settings.include_anonymous)
+                            settings.integrations, settings.mapping, settings.include_anonymous,
+                            live)
 
 
 def build_pipeline(settings: RunSettings, files: List[Tuple[str, Optional[str]]],
                    options: PipelineOptions, wave: str = 'w0',
                    partitions: Iterable[str] = (), manifest_path: Optional[str] = None,
-                   runner: Optional[PipelineRunner] = None) -> beam.Pipeline:
-    """One wave: these files, sent (or written, in a dry run), rejects, then its manifest."""
+                   runner: Optional[PipelineRunner] = None,
+                   live: LiveChannel = LiveChannel()) -> beam.Pipeline:
+    """One wave: these files, sent (or written, in a dry run), rejects, then its manifest.
+
+    A dry run sends nothing, so it records nothing for --resume: no manifest step.
+    """
     p = beam.Pipeline(runner=runner, options=options)
-    events, read_rejects = p | 'Read' >> ReadCurrentsEvents(files, settings.selector.event_types)
+    events, read_rejects = p | 'Read' >> ReadCurrentsEvents(
+        files, settings.selector.event_types, live)
     written = {EVENTS: events, REJECTS: read_rejects} | 'Deliver' >> deliver_step(
-        settings, options, f'{settings.rejects}/rejects-{settings.run_id}-{wave}')
-    if manifest_path:
+        settings, options, f'{settings.rejects}/rejects-{settings.run_id}-{wave}', live)
+    if manifest_path and not settings.dry_run_output:
         _ = (written
              | 'CountRejectFiles' >> beam.combiners.Count.Globally()
              | 'RecordCompleted' >> beam.ParDo(WriteManifestFn(
-                 manifest_path, settings.run_id, partitions, len(files))))
+                 manifest_path, settings.run_id, partitions, len(files), live)))
     return p

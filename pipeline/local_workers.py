@@ -26,6 +26,7 @@ import sys
 import tempfile
 
 _SOCKET_NAME = 'zygote.sock'
+_DEATHS_NAME = 'deaths'   # one line per worker killed by a signal: the signal number
 COLD_WORKER_MODULE = 'apache_beam.runners.worker.sdk_worker_main'   # what Beam itself runs
 
 
@@ -65,7 +66,8 @@ class WarmWorkers:
             os.close(write_end)
             code = 0
             try:
-                _zygote(listener, read_end, self.target)
+                _zygote(listener, read_end, self.target,
+                        os.path.join(self._dir, _DEATHS_NAME))
             except BaseException:   # noqa: B902 - a zygote must never return into the launcher
                 code = 1
             finally:
@@ -81,6 +83,14 @@ class WarmWorkers:
             sys.executable, '-S', os.path.abspath(__file__), 'attach',  # reach the client
             os.path.join(self._dir, _SOCKET_NAME)))
 
+    def deaths(self) -> list:
+        """Signals that killed warm workers so far (the launcher names them in one line)."""
+        try:
+            with open(os.path.join(self._dir, _DEATHS_NAME)) as f:
+                return [int(line) for line in f if line.strip().isdigit()]
+        except (OSError, TypeError):
+            return []
+
     def close(self) -> None:
         if self._control is not None:
             os.close(self._control)
@@ -93,6 +103,7 @@ class WarmWorkers:
             self.pid = None
         if self._dir is not None:
             for remove, path in ((os.unlink, os.path.join(self._dir, _SOCKET_NAME)),
+                                 (os.unlink, os.path.join(self._dir, _DEATHS_NAME)),
                                  (os.rmdir, self._dir)):
                 try:
                     remove(path)
@@ -107,7 +118,7 @@ class WarmWorkers:
         self.close()
 
 
-def _zygote(listener: socket.socket, control_fd: int, target) -> None:
+def _zygote(listener: socket.socket, control_fd: int, target, deaths_path=None) -> None:
     """Fork one warm worker per attach request; report each worker's exit status to its client."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C: the launcher decides, then closes us
     import gc
@@ -140,6 +151,9 @@ def _zygote(listener: socket.socket, control_fd: int, target) -> None:
                 done, status = os.waitpid(pid, os.WNOHANG)
                 if done:
                     conn = workers.pop(pid)
+                    if os.WIFSIGNALED(status) and deaths_path:
+                        with open(deaths_path, 'a') as f:
+                            f.write(f'{os.WTERMSIG(status)}\n')
                     try:
                         conn.sendall(b'%d\n' % os.waitstatus_to_exitcode(status))
                     except OSError:
@@ -183,7 +197,7 @@ def _run_worker(env: dict, target) -> None:
     """In the forked worker: set the environment Beam chose, run, leave with the status."""
     code = 1
     try:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C: the launcher stops the run
         os.environ.clear()
         os.environ.update({str(k): str(v) for k, v in env.items()})
         code = target()
@@ -212,6 +226,8 @@ def run_beam_worker() -> int:
 
 def attach(socket_path: str) -> int:
     """The per-worker command: hand our environment to the zygote, exit with the worker's status."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C reaches the whole process group:
+    # the launcher decides (it stops the run cleanly); the worker must not die under it
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.connect(socket_path)

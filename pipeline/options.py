@@ -1,9 +1,11 @@
 """Command-line options of the pipeline (one place), and the checked settings derived from them."""
+import argparse
 import datetime
+import difflib
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, FrozenSet, Optional
+from typing import Any, Dict, FrozenSet, List, Optional
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -15,7 +17,8 @@ from transforms.write_key import WriteKeySource
 SECRET_NAME = re.compile(r'^projects/[^/]+/secrets/[^/]+/versions/[^/]+$')
 FORBIDDEN_FLAGS = ('--segment_write_key', '--write_key', '--segment-write-key', '--writeKey')
 # Options that only mean something to a local run: not Flex Template parameters (metadata.json).
-LOCAL_ONLY = frozenset({'fresh_worker_processes'})
+LOCAL_ONLY = frozenset({'fresh_worker_processes', 'progress_seconds', 'verbose'})
+DEFAULT_PROGRESS_SECONDS = 10.0
 
 
 class CurrentsToSegmentOptions(PipelineOptions):
@@ -62,6 +65,82 @@ class CurrentsToSegmentOptions(PipelineOptions):
         a('--fresh_worker_processes', action='store_true', default=False,
           help='Local worker processes: start each cold, as Beam does, instead of forking '
                'warm ones from this process (Linux)')
+        a('--segment_sent_at', action='store_true', default=False,
+          help='Put "sentAt" (the time of each attempt) in request bodies; off by default '
+               'because Segment may then recompute historical timestamps')
+        a('--progress_seconds', type=float, default=DEFAULT_PROGRESS_SECONDS,
+          help='Print a progress line on stderr every this many seconds (0 = never)')
+        a('--verbose', action='store_true', default=False,
+          help="Show Beam's and gRPC's own log and tracebacks on stderr instead of a log file")
+
+
+class _RefusingParser(argparse.ArgumentParser):
+    """argparse that raises UsageError (one line) instead of printing usage and exiting."""
+
+    def error(self, message):
+        raise UsageError(message)
+
+
+def _option_classes(cls=PipelineOptions):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _option_classes(sub)
+
+
+def known_options_parser() -> argparse.ArgumentParser:
+    """One parser holding this tool's options and every option Beam registers.
+
+    Beam's registry is the PipelineOptions subclasses (what its own get_all_options walks);
+    walked recursively here, so options of runner-specific subclasses count as known too.
+    """
+    parser = _RefusingParser(add_help=False, allow_abbrev=False)
+    seen = set()
+    for cls in _option_classes():
+        if cls in seen:
+            continue
+        seen.add(cls)
+        try:
+            cls._add_argparse_args(parser)
+        except argparse.ArgumentError:
+            pass  # a subclass registered twice (e.g. re-imported): its options are known
+    return parser
+
+
+def option_names(parser: argparse.ArgumentParser) -> List[str]:
+    return sorted({o for a in parser._actions for o in a.option_strings if o.startswith('--')})
+
+
+def closest_option(name: str, names: List[str]) -> Optional[str]:
+    """The known option a typo most likely meant (difflib's ratio, cut-off 0.75)."""
+    found = difflib.get_close_matches(name, names, n=1, cutoff=0.75)
+    return found[0] if found else None
+
+
+def unknown_option_error(unknown: List[str], names: List[str]) -> Optional[str]:
+    """One-line refusal for what no parser knows, naming the closest known option; None if none."""
+    for arg in unknown:
+        if arg.startswith('-') and arg not in ('-', '--'):
+            name = arg.split('=', 1)[0]
+            guess = closest_option(name, names)
+            hint = f'; did you mean {guess}?' if guess else '; see --help for the options'
+            return f'unknown option {name}{hint}'
+    if unknown:
+        return f'unexpected argument {unknown[0]!r} (options take one value each; see --help)'
+    return None
+
+
+def refuse_unknown_options(argv: List[str], extra=None) -> None:
+    """Unknown or misspelt options are refused, never ignored (Beam would only warn).
+
+    `extra(parser)` adds the options of a sub-command (replay's --reasons).
+    """
+    parser = known_options_parser()
+    if extra is not None:
+        extra(parser)
+    _, unknown = parser.parse_known_args(argv)
+    message = unknown_option_error(unknown, option_names(parser))
+    if message:
+        raise UsageError(message)
 
 
 @dataclass
@@ -89,22 +168,29 @@ class RunSettings:
     fresh_worker_processes: bool = False
     mapping: str = CLASSIC
     include_anonymous: bool = False
+    segment_sent_at: bool = False
+    progress_seconds: float = DEFAULT_PROGRESS_SECONDS
+    verbose: bool = False
 
 
-def check_argv(argv) -> None:
+def check_argv(argv, extra=None) -> None:
     for arg in argv:
         if arg.split('=', 1)[0] in FORBIDDEN_FLAGS:
             raise UsageError('the write key is never a command-line option (it would show in '
                              'process lists and the Dataflow console): set SEGMENT_WRITE_KEY or '
                              'use --segment_write_key_secret')
+    refuse_unknown_options(argv, extra)
 
 
-def settings_from(options: PipelineOptions) -> RunSettings:
-    """Checks the options; raises UsageError with a one-line reason."""
+def settings_from(options: PipelineOptions, need_rejects: bool = True) -> RunSettings:
+    """Checks the options; raises UsageError with a one-line reason.
+
+    `need_rejects=False` (--plan): nothing is written, so no --rejects is needed.
+    """
     o = options.view_as(CurrentsToSegmentOptions)
     if not o.input:
         raise UsageError('--input is required (a Currents export folder, file or glob)')
-    if not o.rejects:
+    if not o.rejects and need_rejects:
         raise UsageError('--rejects is required (a folder for undeliverable events)')
     start = parse_hour(o.start, '--start') if o.start else None
     end = parse_hour(o.end, '--end') if o.end else None
@@ -154,10 +240,12 @@ def settings_from(options: PipelineOptions) -> RunSettings:
         raise UsageError('--max_events_per_second must be 0 (unthrottled) or positive')
     if o.max_in_flight < 1:
         raise UsageError('--max_in_flight must be at least 1')
+    if o.progress_seconds < 0:
+        raise UsageError('--progress_seconds must be 0 (silent) or positive')
     if o.wave_hours is not None and o.wave_hours < 0:
         raise UsageError('--wave_hours must be 0 (one wave) or positive')
     return RunSettings(
-        input=o.input, rejects=o.rejects.rstrip('/'),
+        input=o.input, rejects=(o.rejects or '').rstrip('/'),
         selector=FileSelector(event_types, start, end),
         message_id_prefix=o.message_id_prefix or '', dry_run_output=o.dry_run_output,
         summary_output=o.summary_output, endpoint=endpoint, use_gzip=o.segment_gzip,
@@ -167,5 +255,6 @@ def settings_from(options: PipelineOptions) -> RunSettings:
         key_source=WriteKeySource(secret_name=o.segment_write_key_secret or None),
         run_id=datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%dT%H%M%S%fZ'),
         resume=o.resume, plan=o.plan, wave_hours=o.wave_hours, wait=o.wait,
-        fresh_worker_processes=o.fresh_worker_processes,
+        fresh_worker_processes=o.fresh_worker_processes, segment_sent_at=o.segment_sent_at,
+        progress_seconds=o.progress_seconds, verbose=o.verbose,
         mapping=o.mapping, include_anonymous=o.include_anonymous)

@@ -1,15 +1,15 @@
 """--plan: what a run would read and how long sending would take, before anything is sent."""
 from collections import defaultdict
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, FrozenSet, List, Optional, Tuple
 
 import fastavro
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.paths import hour_from_path
 from pipeline.waves import make_waves, partitions_of
 from transforms.events import event_type_from_schema_name
 from transforms.profiles import CLASSIC, row_name
-from pipeline.paths import hour_from_path
 
 
 def _events_per_byte(path: str) -> Tuple[Optional[str], float]:
@@ -26,8 +26,53 @@ def _events_per_byte(path: str) -> Tuple[Optional[str], float]:
         return None, 0.0
 
 
+def _type_from_header(path: str) -> Tuple[bool, Optional[str]]:
+    """(readable, event type) from a file's writer schema, as the run's reader decides it."""
+    try:
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            reader = fastavro.block_reader(f)
+            name = reader.writer_schema.get('name', '') if isinstance(
+                reader.writer_schema, dict) else ''
+        return True, event_type_from_schema_name(name)
+    except Exception:
+        return False, None
+
+
+def decide_by_header(files: List[Tuple[str, Optional[str], int]], event_types: FrozenSet[str]):
+    """Files whose path names no event type: read their header, as the run's workers do.
+
+    A type not selected is skipped (as the run counts it); an unreadable header stays to be
+    read (the run makes it an `unreadable_file` reject).
+    """
+    kept, skipped = [], 0
+    for path, event_type, size in files:
+        if event_type is None:
+            readable, event_type = _type_from_header(path)
+            if readable and (event_type is None or event_type not in event_types):
+                skipped += 1
+                continue
+        kept.append((path, event_type, size))
+    return kept, skipped
+
+
+def estimate_events(files: List[Tuple[str, Optional[str], int]]) -> int:
+    """Events in these files, from the Avro block headers of the largest file per type."""
+    samples = {}
+    for path, event_type, size in files:
+        if event_type not in samples or size > samples[event_type][1]:
+            samples[event_type] = (path, size)
+    ratios = {t: _events_per_byte(path)[1] for t, (path, _) in samples.items()}
+    return int(round(sum(size * ratios[t] for _, t, size in files)))
+
+
 def make_plan(files: List[Tuple[str, Optional[str], int]], skipped: Dict[str, int],
-              wave_hours: int, max_events_per_second: float, mapping: str = CLASSIC) -> dict:
+              wave_hours: int, max_events_per_second: float, mapping: str = CLASSIC,
+              event_types: Optional[FrozenSet[str]] = None, undated: int = 0) -> dict:
+    skipped = dict(skipped)
+    if event_types is not None:
+        files, by_header = decide_by_header(files, event_types)
+        if by_header:
+            skipped['skip_type'] = skipped.get('skip_type', 0) + by_header
     by_type = defaultdict(lambda: {'files': 0, 'bytes': 0, 'sample': None})
     for path, event_type, size in files:
         row = by_type[event_type or '(from schema)']
@@ -58,6 +103,7 @@ def make_plan(files: List[Tuple[str, Optional[str], int]], skipped: Dict[str, in
         'send_seconds_estimate': seconds,
         'waves': len(make_waves(files, wave_hours)),
         'files_skipped': dict(skipped),
+        'files_without_date_hour': undated,
         'by_event': rows,
     }
 
@@ -73,8 +119,11 @@ def plan_text(plan: dict, rate: float) -> str:
     lines = [f'files to read: {plan["files"]} ({plan["bytes"]:,} bytes) in {plan["partitions"]} '
              f'partitions (event type x date= hour), hours {plan["first_hour"]} .. '
              f'{plan["last_hour"]}, {plan["waves"]} wave(s)',
-             f'files skipped without opening: {sum(plan["files_skipped"].values())} '
+             f'files skipped: {sum(plan["files_skipped"].values())} '
              + (str(plan['files_skipped']) if plan['files_skipped'] else ''),
+             *([f'read regardless: no date= hour in path: {plan["files_without_date_hour"]} '
+                f'files (--start/--end cannot prune them)']
+               if plan.get('files_without_date_hour') else []),
              f'events (estimate from Avro block headers of one file per type): '
              f'{plan["events_estimate"]:,}',
              f'sending time at {rate:g} events/s: {_duration(plan["send_seconds_estimate"])}'

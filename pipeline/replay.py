@@ -91,15 +91,39 @@ def build_replay(settings, pattern: str, reasons, options: PipelineOptions, out_
     return p
 
 
+def _add_replay_args(parser) -> None:
+    parser.add_argument('--reasons', help='Comma-separated reasons to replay (default: all): '
+                        + ', '.join(REASONS))
+
+
+def print_replay_help(out) -> None:
+    from pipeline.options import CurrentsToSegmentOptions
+    parser = argparse.ArgumentParser(
+        prog='currents-to-segment replay',
+        description='Re-send the rejects of earlier runs once the cause is fixed: mapped '
+                    'messages are sent unchanged (same messageId), kept records are mapped '
+                    'again, unreadable files are read again. What is rejected again goes to '
+                    '<rejects>/replay-<run id>/.',
+        epilog='--rejects names the folder (or a rejects-*.jsonl glob) to replay; --input is '
+               'not used. The write key, endpoint, throttle and Beam options work as for a run. '
+               'Exit status as for a run (0, 4, 1, 2, 3).')
+    _add_replay_args(parser)
+    CurrentsToSegmentOptions._add_argparse_args(parser)
+    parser.print_help(out)
+
+
 def run_replay(argv: List[str], out=None) -> int:
-    from pipeline.main import (EXIT_FAILED, EXIT_USAGE, _one_line, check_sending_setup,
+    from pipeline.main import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, _one_line, check_sending_setup,
                                error, finish, local_runner_options, stop_reason)
     out = out or sys.stdout
+    if '-h' in argv or '--help' in argv:
+        print_replay_help(out)
+        return EXIT_OK
     parser = argparse.ArgumentParser(prog='currents-to-segment replay', add_help=False)
-    parser.add_argument('--reasons')
+    _add_replay_args(parser)
     known, rest = parser.parse_known_args(argv)
     try:
-        check_argv(rest)
+        check_argv(argv, extra=_add_replay_args)
         options = PipelineOptions(rest)
         # --rejects names the rejects to replay; --input is not used (files come from rejects).
         settings = settings_from(PipelineOptions(rest + ['--input', '-']))
@@ -128,7 +152,8 @@ def run_replay(argv: List[str], out=None) -> int:
         result.wait_until_finish()
     except Exception as exc:
         reason = stop_reason(exc)
-        error(reason[0] if reason else f'the replay failed: {type(exc).__name__}: {_one_line(exc)}')
+        error(reason[0] if reason else f'the replay failed: {type(exc).__name__}: '
+              f'{_one_line(exc, 200)}', note=True)
         return reason[1] if reason else EXIT_FAILED
     summary = Summary.from_result(result, settings.mapping)
     print(summary.table(), file=out)
@@ -137,4 +162,4 @@ def run_replay(argv: List[str], out=None) -> int:
     if not_replayed:
         print(f'not replayed (reason not selected): {not_replayed}', file=out)
     print(f'rejected again: {out_prefix}-*.jsonl', file=out)
-    return finish(summary, settings.summary_output)
+    return finish(summary, settings.summary_output, FileSystems.join(folder, f'replay-{settings.run_id}'))

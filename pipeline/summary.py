@@ -9,6 +9,9 @@ from transforms import counts
 from transforms.profiles import CLASSIC, row_name, row_names
 
 
+UNDATED = 'files_without_date_hour'
+
+
 class Summary:
     """Built from the run's committed counters (attempted where a runner has no committed).
 
@@ -27,10 +30,14 @@ class Summary:
         return Summary(dict(merged), self.mapping)
 
     @classmethod
-    def from_listing(cls, skipped: Dict[str, int], mapping: str = CLASSIC) -> 'Summary':
-        """Files skipped at listing time count in the summary without ever reaching a worker."""
-        return cls({f'{counts.FILES_SKIPPED}{counts.SEP}{k}': v for k, v in skipped.items()},
-                   mapping)
+    def from_listing(cls, skipped: Dict[str, int], mapping: str = CLASSIC,
+                     undated: int = 0) -> 'Summary':
+        """Files skipped at listing time count in the summary without ever reaching a worker;
+        so do the files read although --start/--end were given (no date= hour in the path)."""
+        values = {f'{counts.FILES_SKIPPED}{counts.SEP}{k}': v for k, v in skipped.items()}
+        if undated:
+            values[UNDATED] = undated
+        return cls(values, mapping)
 
     @classmethod
     def from_result(cls, result, mapping: str = CLASSIC) -> 'Summary':
@@ -54,6 +61,11 @@ class Summary:
                 column = 'dropped_no_external_user_id' if kind == counts.DROPPED else kind
                 row[column] += value
                 totals[column] += value
+            elif kind == counts.UNSENT:   # a stopped run: read, not sent, left for --resume
+                row = by_event.setdefault(row_name(self.mapping, key), {
+                    'read': 0, 'dropped_no_external_user_id': 0, 'sent': 0, 'rejected': 0})
+                row['not_sent_stopped'] = row.get('not_sent_stopped', 0) + value
+                totals['not_sent_stopped'] += value
             elif kind == counts.REASON:
                 reasons[key] = value
             elif kind == counts.FILES_SKIPPED:
@@ -77,6 +89,9 @@ class Summary:
                 {'skip_type': 'other_event_type', 'skip_range': 'outside_start_end',
                  'skip_not_avro': 'not_avro_name', 'skip_done': 'completed_by_earlier_run'}.get(k, k): v
                 for k, v in sorted(skipped.items())},
+            'files_without_date_hour': self.values.get(UNDATED, 0),
+            'not_sent_stopped': totals['not_sent_stopped'],
+            'files_not_read_stopped': self.values.get(counts.FILES_UNREAD, 0),
             'requests': self.values.get('requests', 0),
             'requests_retried': self.values.get('requests_retried', 0),
             'requests_by_status': dict(sorted(statuses.items())),
@@ -84,11 +99,13 @@ class Summary:
 
     @property
     def balanced(self) -> bool:
+        """read = dropped + sent + rejected (+ read but not sent, when a run was stopped)."""
         d = self.as_dict()
-        if d['read'] != d['dropped_no_external_user_id'] + d['sent'] + d['rejected']:
+        if d['read'] != (d['dropped_no_external_user_id'] + d['sent'] + d['rejected']
+                         + d['not_sent_stopped']):
             return False
         return all(r['read'] == r['dropped_no_external_user_id'] + r['sent'] + r['rejected']
-                   for r in d['by_event'].values())
+                   + r.get('not_sent_stopped', 0) for r in d['by_event'].values())
 
     def to_json(self) -> str:
         return json.dumps(self.as_dict(), indent=2)
@@ -106,12 +123,20 @@ class Summary:
                      f'{d["sent"]:>10}{d["rejected"]:>10}')
         lines.append(f'files: {d["files_read"]} read, {d["files_skipped"]} skipped, '
                      f'{d["files_rejected"]} unreadable')
+        if d['files_without_date_hour']:
+            lines.append(f'read regardless: no date= hour in path: '
+                         f'{d["files_without_date_hour"]} files (--start/--end cannot prune them)')
+        if d['not_sent_stopped'] or d['files_not_read_stopped']:
+            lines.append(f'stopped: {d["not_sent_stopped"]} events read but not sent, '
+                         f'{d["files_not_read_stopped"]} files not (fully) read; not recorded '
+                         f'as done (--resume sends them)')
         if d['rejected_by_reason']:
             lines.append('rejects by reason: ' + ', '.join(
                 f'{k} {v}' for k, v in d['rejected_by_reason'].items()))
         if d['requests']:
             lines.append(f'requests: {d["requests"]} ({d["requests_retried"]} retried; by answer: '
                          + ', '.join(f'{k} {v}' for k, v in d['requests_by_status'].items()) + ')')
-        lines.append('balance: read = dropped + sent + rejected ' +
+        lines.append('balance: read = dropped + sent + rejected '
+                     + ('+ not sent (stopped) ' if d['not_sent_stopped'] else '') +
                      ('OK' if self.balanced else 'MISMATCH'))
         return '\n'.join(lines)

@@ -273,7 +273,8 @@ def test_flex_launcher_argument_translation():
     finally:
         sys.path.remove(str(ROOT))
     assert flex_launcher.flag_options() == {'--segment_gzip', '--resume', '--plan', '--wait',
-                                            '--fresh_worker_processes', '--include_anonymous'}
+                                            '--fresh_worker_processes', '--include_anonymous',
+                                            '--segment_sent_at', '--verbose'}
     argv = flex_launcher.template_argv(['--input=gs://b/x', '--segment_gzip=true',
                                         '--resume=False', '--wait=maybe', '--plan=TRUE'])
     assert argv == ['--input=gs://b/x', '--segment_gzip', '--wait=maybe', '--plan',
@@ -303,7 +304,7 @@ EXAMPLES = {
     'segment_timeout': '12.5', 'max_retry_seconds': '300', 'max_events_per_second': '900',
     'max_in_flight': '8', 'integrations': '{"All": false, "Warehouses": true}',
     'segment_write_key_secret': SECRET, 'resume': 'true', 'plan': 'true', 'wave_hours': '24',
-    'wait': 'true', 'mapping': 'current', 'include_anonymous': 'true',
+    'wait': 'true', 'mapping': 'current', 'include_anonymous': 'true', 'segment_sent_at': 'false',
 }
 
 

@@ -150,7 +150,7 @@ def test_full_sample_tree_on_gcs(gcs, bucket, tmp_path):
 
     names, messages, bodies = read_bodies(gcs, bucket)
     assert names and all(re.fullmatch(r'bodies/batch-[^/]+\.json', n) for n in names), names
-    assert all(set(b) == {'batch', 'sentAt'} for b in bodies)
+    assert all(set(b) == {'batch'} for b in bodies)   # no sentAt by default
     assert len(messages) == 34
     assert sorted(m['event'] for m in messages) == SEGMENT_NAMES
     assert all(m['type'] == 'track' and m['userId'] and m['messageId'] for m in messages)

@@ -35,12 +35,12 @@ def test_replay_after_400_and_budget_rejects_delivers_everything(tmp_path, monke
     with SegmentReceiver(write_key=KEY, poison_message_ids=('evt-7', 'evt-8')) as receiver:
         code, summary, _ = _run(tmp_path, 'first', root, '--segment_endpoint', receiver.url,
                                 '--event_types', SEND)
-        assert code == 0 and summary['rejected'] == 2 and summary['sent'] == 28
+        assert code == 4 and summary['rejected'] == 2 and summary['sent'] == 28
     with SegmentReceiver(write_key=KEY) as receiver:
         receiver.set_mode('refuse_503')
         code, summary, _ = _run(tmp_path, 'second', root, '--segment_endpoint', receiver.url,
                                 '--event_types', 'Canvas Entered', '--max_retry_seconds', '1')
-        assert code == 0 and summary['rejected'] == 5
+        assert code == 4 and summary['rejected'] == 5
     reasons = sorted(r['reason'] for r in read_rejects(tmp_path / 'rejects'))
     assert reasons == ['retries_exhausted'] * 5 + ['segment_rejected'] * 2
     # The causes are fixed: a healthy receiver. Replay everything.
@@ -60,12 +60,12 @@ def test_replay_filters_reasons_and_rejects_again_into_a_new_folder(tmp_path, mo
     write_file(root, SEND, [], n=2, raw=b'Obj\x01 truncated')
     with SegmentReceiver(write_key=KEY, poison_message_ids=('evt-3',)) as receiver:
         code, summary, _ = _run(tmp_path, 'first', root, '--segment_endpoint', receiver.url)
-    assert code == 0 and summary['rejected_by_reason'] == {'segment_rejected': 1,
+    assert code == 4 and summary['rejected_by_reason'] == {'segment_rejected': 1,
                                                            'unreadable_file': 1}
     # Still refused: replaying only segment_rejected puts it in a new rejects file.
     with SegmentReceiver(write_key=KEY, poison_message_ids=('evt-3',)) as receiver:
         code, summary, _ = _replay(tmp_path, receiver.url, '--reasons', 'segment_rejected')
-    assert code == 0 and summary['read'] == 1 and summary['rejected'] == 1 and balanced(summary)
+    assert code == 4 and summary['read'] == 1 and summary['rejected'] == 1 and balanced(summary)
     again = list((tmp_path / 'rejects').glob('replay-*/rejects-*.jsonl'))
     assert len(again) == 1
     [row] = [json.loads(line) for line in again[0].read_text().splitlines()]

@@ -49,7 +49,7 @@ class FakeSession:
     def post(self, url, data, headers, timeout):
         body = json.loads(data)
         ids = [m['messageId'] for m in body['batch']]
-        self.posts.append({'ids': ids, 'headers': headers, 'sentAt': body['sentAt']})
+        self.posts.append({'ids': ids, 'headers': headers, 'sentAt': body.get('sentAt')})
         step = self.script.pop(0) if self.script else 200
         if callable(step):
             step = step(ids)
@@ -95,10 +95,18 @@ def test_backoff_grows_with_jitter_and_cap():
     assert len({round(d, 6) for d in delays[:6]}) == 6
 
 
+def test_no_sent_at_by_default():
+    session = FakeSession([200])
+    c, _ = client(session)
+    c.deliver([msg(1)])
+    assert session.posts[0]['sentAt'] is None
+
+
 def test_success_sends_basic_auth_and_fresh_sent_at():
     session = FakeSession([503, 200])
-    c, clock = client(session)
+    c, clock = client(session, sent_at=True)
     outcome = c.deliver([msg(1), msg(2)])
+    assert all(p['sentAt'].endswith('Z') for p in session.posts)
     assert [m.message_id for m in outcome.sent] == ['id1', 'id2']
     assert session.posts[0]['headers']['Authorization'] == basic_auth('KEY') == 'Basic S0VZOg=='
     assert outcome.requests == 2 and outcome.retries == 1

@@ -7,6 +7,9 @@ from apache_beam.metrics import Metrics
 NAMESPACE = 'currents_to_segment'
 READ, DROPPED, SENT, REJECTED, REASON = 'read', 'dropped', 'sent', 'rejected', 'reason'
 FILES_READ, FILES_SKIPPED, FILES_REJECTED = 'files_read', 'files_skipped', 'files_rejected'
+# A stopped run (SIGINT/SIGTERM): events read but not sent, files not (fully) read. Neither is
+# recorded as done, so --resume sends them.
+UNSENT, FILES_UNREAD = 'unsent', 'files_unread'
 SEP = '|'
 
 _cache = {}

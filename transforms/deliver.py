@@ -9,6 +9,7 @@ import apache_beam as beam
 
 from transforms.batch import BatchMessages
 from transforms.map import MapToSegment
+from transforms.progress import LiveChannel
 from transforms.rejects import WriteRejects
 from transforms.send import SendToSegment
 
@@ -27,12 +28,14 @@ class DeliverToSegment(beam.PTransform):
 
     def __init__(self, sender: beam.DoFn, rejects_prefix: str, message_id_prefix: str = '',
                  library_version: str = '', integrations: Optional[Dict[str, Any]] = None,
-                 mapping: str = 'classic', include_anonymous: bool = False):
+                 mapping: str = 'classic', include_anonymous: bool = False,
+                 live: LiveChannel = LiveChannel()):
         super().__init__()
         self.sender = sender
         self.rejects_prefix = rejects_prefix
         self.mapping = (message_id_prefix, library_version, integrations, mapping,
-                        include_anonymous)
+                        include_anonymous, live)
+        self.live = live
 
     def expand(self, inputs):
         pipeline = next(iter(inputs.values())).pipeline
@@ -49,4 +52,4 @@ class DeliverToSegment(beam.PTransform):
         batches, batch_rejects = messages | 'Batch' >> BatchMessages()
         send_rejects = batches | 'Send' >> SendToSegment(self.sender)
         return (tuple(rejects) + (batch_rejects, send_rejects)
-                | 'Rejects' >> WriteRejects(self.rejects_prefix))
+                | 'Rejects' >> WriteRejects(self.rejects_prefix, self.live))

@@ -1,10 +1,11 @@
 """Map: Currents events → serialized Segment messages; drops and rejects flow as data/counts."""
 import apache_beam as beam
 
-from transforms import counts
+from transforms import counts, progress
 from transforms.mapping import DROPPED, Invalid, mapper_for, serialize
 from transforms.model import INVALID_RECORD, CurrentsEvent, Reject, SegmentMessage
 from transforms.profiles import CLASSIC
+from transforms.progress import LiveChannel
 
 REJECTS = 'rejects'
 
@@ -16,15 +17,19 @@ class MapToSegmentFn(beam.DoFn):
     names the profile it was first mapped with uses that one.
     """
 
+    reporter, stop = progress.NO_REPORTER, progress.NO_STOP   # until setup()
+
     def __init__(self, message_id_prefix='', library_version='', integrations=None,
-                 mapping=CLASSIC, include_anonymous=False):
+                 mapping=CLASSIC, include_anonymous=False, live: LiveChannel = LiveChannel()):
         self.settings = (message_id_prefix, library_version, integrations)
         self.choice = (mapping, bool(include_anonymous))
+        self.live = live
         self.mapper = None
         self.mappers = {}
 
     def setup(self):
         self.mapper = self._mapper(self.choice)
+        self.reporter = self.live.reporter()
 
     def _mapper(self, choice):
         found = self.mappers.get(choice)
@@ -53,6 +58,7 @@ class MapToSegmentFn(beam.DoFn):
                 mapping=choice[0], include_anonymous=choice[1]))]
         if message is DROPPED:
             counts.counter(counts.DROPPED, event.event_type).inc()
+            self.reporter.add(progress.DROPPED)
             return ()
         return [SegmentMessage(event.event_type, message['messageId'], serialize(message),
                                event.source)]
@@ -62,10 +68,10 @@ class MapToSegment(beam.PTransform):
     """CurrentsEvent → (SegmentMessage PCollection, Reject PCollection)."""
 
     def __init__(self, message_id_prefix='', library_version='', integrations=None,
-                 mapping=CLASSIC, include_anonymous=False):
+                 mapping=CLASSIC, include_anonymous=False, live: LiveChannel = LiveChannel()):
         super().__init__()
         self.fn = MapToSegmentFn(message_id_prefix, library_version, integrations, mapping,
-                                 include_anonymous)
+                                 include_anonymous, live)
 
     def expand(self, events):
         result = events | 'ToTrackMessage' >> beam.ParDo(self.fn).with_outputs(

@@ -25,10 +25,16 @@ class SegmentBatch(NamedTuple):
     """Messages that fit together in one request to the batch endpoint."""
     messages: Tuple[SegmentMessage, ...]
 
-    def body(self, sent_at: str) -> bytes:
-        """The exact request body; `sentAt` is set per attempt (CONTRACT §4)."""
-        return (b'{"batch":[' + b','.join(m.payload for m in self.messages)
-                + b'],"sentAt":"' + sent_at.encode('ascii') + b'"}')
+    def body(self, sent_at: Optional[str] = None) -> bytes:
+        """The exact request body, without `sentAt` unless given (then set per attempt).
+
+        With `sentAt` Segment may recompute each message's `timestamp` from it, which puts
+        historical events at risk (README, "Why no sentAt").
+        """
+        head = b'{"batch":[' + b','.join(m.payload for m in self.messages)
+        if sent_at is None:
+            return head + b']}'
+        return head + b'],"sentAt":"' + sent_at.encode('ascii') + b'"}'
 
 
 class Reject(NamedTuple):

@@ -6,11 +6,13 @@ import fastavro
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from transforms import counts
+from transforms import counts, progress
 from transforms.events import event_type_from_schema_name
 from transforms.model import UNREADABLE_FILE, CurrentsEvent, Reject
+from transforms.progress import LiveChannel
 
 REJECTS = 'rejects'
+REPORT_EVERY = 1024   # records between live progress reports (and stop checks) within a file
 
 
 AVRO_MAGIC = b'Obj\x01'
@@ -73,12 +75,22 @@ class ReadCurrentsFileFn(beam.DoFn):
     go on, the rest of the file becomes one `unreadable_file` reject.
     """
 
-    def __init__(self, event_types: FrozenSet[str]):
+    reporter, stop = progress.NO_REPORTER, progress.NO_STOP   # until setup()
+
+    def __init__(self, event_types: FrozenSet[str], live: LiveChannel = LiveChannel()):
         self.event_types = event_types
+        self.live = live
+
+    def setup(self):
+        self.reporter = self.live.reporter()
+        self.stop = self.live.stop()
 
     def process(self, element):
         path, event_type = element
-        decoded = 0
+        if self.stop.is_set():   # stopping: this file stays for --resume
+            counts.counter(counts.FILES_UNREAD).inc()
+            return
+        decoded = reported = 0
         handle = None
         try:
             try:
@@ -105,11 +117,19 @@ class ReadCurrentsFileFn(beam.DoFn):
                             yield CurrentsEvent(event_type, path, record)
                     yield self._unreadable(path, event_type, exc, decoded)
                     return
+                if decoded - reported >= REPORT_EVERY:
+                    self.reporter.add(progress.READ, decoded - reported)
+                    reported = decoded
+                    if self.stop.is_set():   # this record and the rest stay for --resume
+                        counts.counter(counts.FILES_UNREAD).inc()
+                        return
                 decoded += 1
                 # Yield outside the try: an error downstream must not pass for a bad file.
                 yield CurrentsEvent(event_type, path, record)
             counts.counter(counts.FILES_READ).inc()
         finally:
+            self.reporter.add(progress.READ, decoded - reported)
+            self.reporter.add(progress.FILES_DONE)
             if decoded:
                 counts.counter(counts.READ, event_type).inc(decoded)
             if handle is not None:
@@ -137,15 +157,17 @@ class ReadCurrentsFileFn(beam.DoFn):
 class ReadCurrentsEvents(beam.PTransform):
     """Listed files → (CurrentsEvent PCollection, Reject PCollection)."""
 
-    def __init__(self, files: List[Tuple[str, Optional[str]]], event_types: FrozenSet[str]):
+    def __init__(self, files: List[Tuple[str, Optional[str]]], event_types: FrozenSet[str],
+                 live: LiveChannel = LiveChannel()):
         super().__init__()
         self.files = files
         self.event_types = event_types
+        self.live = live
 
     def expand(self, pbegin):
         result = (pbegin
                   | 'Files' >> beam.Create(self.files)
                   | 'SpreadFiles' >> beam.Reshuffle()
                   | 'DecodeAvro' >> beam.ParDo(
-                      ReadCurrentsFileFn(self.event_types)).with_outputs(REJECTS, main='events'))
+                      ReadCurrentsFileFn(self.event_types, self.live)).with_outputs(REJECTS, main='events'))
         return result.events, result[REJECTS]

@@ -2,8 +2,9 @@
 import apache_beam as beam
 from apache_beam.transforms import window as beam_window
 
-from transforms import counts
+from transforms import counts, progress
 from transforms.model import Reject
+from transforms.progress import LiveChannel
 
 
 def count_and_serialize(reject: Reject) -> str:
@@ -16,18 +17,36 @@ def count_and_serialize(reject: Reject) -> str:
     return reject.to_json()
 
 
+class CountRejectsFn(beam.DoFn):
+    """count_and_serialize, also reporting live rejected events to the launcher's progress."""
+
+    reporter, stop = progress.NO_REPORTER, progress.NO_STOP   # until setup()
+
+    def __init__(self, live: LiveChannel = LiveChannel()):
+        self.live = live
+
+    def setup(self):
+        self.reporter = self.live.reporter()
+
+    def process(self, reject: Reject):
+        if not reject.is_file:
+            self.reporter.add(progress.REJECTED)
+        return [count_and_serialize(reject)]
+
+
 class WriteRejects(beam.PTransform):
     """Flattens the rejects of every step and writes them under --rejects (local or gs://)."""
 
-    def __init__(self, file_path_prefix: str):
+    def __init__(self, file_path_prefix: str, live: LiveChannel = LiveChannel()):
         super().__init__()
         self.file_path_prefix = file_path_prefix
+        self.live = live
 
     def expand(self, reject_pcolls):
         """Returns the names of the files written (empty when there were no rejects)."""
         return (reject_pcolls
                 | 'AllRejects' >> beam.Flatten()
                 | 'GlobalWindow' >> beam.WindowInto(beam_window.GlobalWindows())
-                | 'ToJsonLine' >> beam.Map(count_and_serialize)
+                | 'ToJsonLine' >> beam.ParDo(CountRejectsFn(self.live))
                 | 'WriteJsonLines' >> beam.io.WriteToText(
                     self.file_path_prefix, file_name_suffix='.jsonl', skip_if_empty=True))

@@ -24,6 +24,9 @@ TRANSIENT_ERRORS = (requests.ConnectionError, requests.Timeout,
                     requests.exceptions.ChunkedEncodingError)
 
 
+STOPPED = -1   # pseudo status: the run was asked to stop before this batch was answered
+
+
 class SegmentConfigurationError(RuntimeError):
     """Segment refused the configuration (401/403/404): the run must stop, not retry."""
 
@@ -52,7 +55,8 @@ class RateLimiter:
         self.next_free = 0.0
         self.paused_until = 0.0
 
-    def acquire(self, events: int) -> float:
+    def acquire(self, events: int, sleep=None) -> float:
+        """Waits for this request's slot; `sleep` may be one that wakes on a stop request."""
         with self.lock:
             now = self.clock()
             start = max(now, self.paused_until)
@@ -61,7 +65,7 @@ class RateLimiter:
                 self.next_free = start + events / self.rate
         wait = start - now
         if wait > 0:
-            self.sleep(wait)
+            (sleep or self.sleep)(wait)
         return max(wait, 0.0)
 
     def pause(self, seconds: float) -> None:
@@ -89,6 +93,7 @@ class DeliveryOutcome:
         self.sent: List[SegmentMessage] = []
         self.rejects: List[Reject] = []
         self.statuses: Counter = Counter()   # '200', '429', 'connection_error', ...
+        self.unsent: List[SegmentMessage] = []   # not sent because the run is stopping
         self.requests = 0
         self.retries = 0
 
@@ -100,7 +105,10 @@ class SegmentClient:
                  use_gzip: bool = False, max_retry_seconds: float = 600.0,
                  limiter: Optional[RateLimiter] = None, clock=time.monotonic, sleep=time.sleep,
                  rng: Optional[random.Random] = None,
-                 on_request: Optional[Callable[[str, float, int], None]] = None):
+                 on_request: Optional[Callable[[str, float, int], None]] = None,
+                 sent_at: bool = False,
+                 stopped: Optional[Callable[[], bool]] = None,
+                 on_retry: Optional[Callable[[str, float], None]] = None):
         self.session = session
         self.endpoint = endpoint
         self.headers = {'Content-Type': 'application/json', 'Authorization': basic_auth(write_key),
@@ -115,6 +123,10 @@ class SegmentClient:
         self.sleep = sleep
         self.rng = rng or random.Random()
         self.on_request = on_request
+        self.sent_at = sent_at          # sentAt in bodies only when asked (--segment_sent_at)
+        self.stoppable = stopped is not None
+        self.stopped = stopped or (lambda: False)
+        self.on_retry = on_retry        # (failing answer, seconds until the retry)
 
     def deliver(self, messages: Sequence[SegmentMessage]) -> DeliveryOutcome:
         outcome = DeliveryOutcome()
@@ -123,6 +135,9 @@ class SegmentClient:
 
     def _deliver(self, messages, outcome: DeliveryOutcome) -> None:
         status, text = self._post_with_retries(messages, outcome)
+        if status == STOPPED:   # the run is stopping: neither sent nor rejected, sent by --resume
+            outcome.unsent.extend(messages)
+            return
         if status is None:  # retry budget spent
             outcome.rejects.extend(reject_for_message(m, RETRIES_EXHAUSTED, text) for m in messages)
             return
@@ -147,8 +162,13 @@ class SegmentClient:
         deadline = self.clock() + self.max_retry_seconds
         attempt = 0
         while True:
-            self.limiter.acquire(len(messages))
-            body = SegmentBatch(messages).body(sent_at_now())
+            if self.stopped():
+                return STOPPED, ''
+            self.limiter.acquire(len(messages),
+                                 self._sleep_unless_stopped if self.stoppable else None)
+            if self.stopped():
+                return STOPPED, ''
+            body = SegmentBatch(messages).body(sent_at_now() if self.sent_at else None)
             if self.use_gzip:
                 body = gzip.compress(body, compresslevel=6)
             started = self.clock()
@@ -173,9 +193,23 @@ class SegmentClient:
             if self.clock() + delay > deadline:
                 return None, (f'gave up after {attempt + 1} attempts in '
                               f'{self.max_retry_seconds:g}s; last: {last}')
+            if self.on_retry is not None:
+                self.on_retry(label, delay)
             outcome.retries += 1
             attempt += 1
-            self.sleep(delay)
+            self._sleep_unless_stopped(delay)
+
+    def _sleep_unless_stopped(self, seconds: float) -> None:
+        """Sleeps in short slices so a stop request is seen within a fraction of a second."""
+        if not self.stoppable:
+            self.sleep(seconds)
+            return
+        deadline = self.clock() + seconds
+        while not self.stopped():
+            left = deadline - self.clock()
+            if left <= 0:
+                return
+            self.sleep(min(left, 0.2))
 
     def _record(self, outcome, label, started, n):
         outcome.statuses[label] += 1

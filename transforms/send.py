@@ -7,18 +7,28 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms import counts
+from transforms import counts, progress
 from transforms.model import SegmentBatch
+from transforms.progress import LiveChannel
 from transforms.segment_client import (SegmentClient, sent_at_now, shared_rate_limiter)
 from transforms.write_key import WriteKeySource
 
 
-def _count_sent(messages):
+def _count_by_type(kind, messages):
     per_type = {}
     for m in messages:
         per_type[m.event_type] = per_type.get(m.event_type, 0) + 1
     for event_type, n in per_type.items():
-        counts.counter(counts.SENT, event_type).inc(n)
+        counts.counter(kind, event_type).inc(n)
+
+
+def _count_sent(messages):
+    _count_by_type(counts.SENT, messages)
+
+
+def _count_unsent(messages):
+    """Messages left alone because the run is stopping: not recorded as done (--resume)."""
+    _count_by_type(counts.UNSENT, messages)
 
 
 class WriteRequestBodiesFn(beam.DoFn):
@@ -27,15 +37,27 @@ class WriteRequestBodiesFn(beam.DoFn):
     Named by a hash of the batch's messageIds, so a retried bundle rewrites the same file.
     """
 
-    def __init__(self, output_dir: str):
+    reporter, stop = progress.NO_REPORTER, progress.NO_STOP   # until setup()
+
+    def __init__(self, output_dir: str, sent_at: bool = False, live: LiveChannel = LiveChannel()):
         self.output_dir = output_dir
+        self.sent_at = sent_at
+        self.live = live
+
+    def setup(self):
+        self.reporter = self.live.reporter()
+        self.stop = self.live.stop()
 
     def process(self, batch: SegmentBatch):
+        if self.stop.is_set():
+            _count_unsent(batch.messages)
+            return []
         digest = hashlib.sha1('\n'.join(m.message_id for m in batch.messages).encode()).hexdigest()
         path = FileSystems.join(self.output_dir, f'batch-{digest[:20]}.json')
         with FileSystems.create(path, mime_type='application/json') as f:
-            f.write(batch.body(sent_at_now()))
+            f.write(batch.body(sent_at_now() if self.sent_at else None))
         _count_sent(batch.messages)
+        self.reporter.add(progress.SENT, len(batch.messages))
         return []
 
 
@@ -46,8 +68,11 @@ class SendBatchesFn(beam.DoFn):
     are collected on the bundle thread, as Beam requires for outputs.
     """
 
+    reporter, stop = progress.NO_REPORTER, progress.NO_STOP   # until setup()
+
     def __init__(self, endpoint, key_source: WriteKeySource, timeout=30.0, use_gzip=False,
-                 max_retry_seconds=600.0, events_per_second=0.0, max_in_flight=4):
+                 max_retry_seconds=600.0, events_per_second=0.0, max_in_flight=4,
+                 sent_at=False, live: LiveChannel = LiveChannel()):
         self.endpoint = endpoint
         self.key_source = key_source
         self.timeout = timeout
@@ -55,6 +80,8 @@ class SendBatchesFn(beam.DoFn):
         self.max_retry_seconds = max_retry_seconds
         self.events_per_second = events_per_second
         self.max_in_flight = max(1, max_in_flight)
+        self.sent_at = sent_at
+        self.live = live
         self.requests = Metrics.counter(counts.NAMESPACE, 'requests')
         self.retried = Metrics.counter(counts.NAMESPACE, 'requests_retried')
         self.batch_events = Metrics.distribution(counts.NAMESPACE, 'batch_events')
@@ -67,10 +94,13 @@ class SendBatchesFn(beam.DoFn):
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self.max_in_flight, max_retries=0)
         self.session.mount('https://', adapter)
         self.session.mount('http://', adapter)
+        self.reporter = self.live.reporter()
+        self.stop = self.live.stop()
         self.client = SegmentClient(
             self.session, self.endpoint, self.key_source.resolve(), timeout=self.timeout,
             use_gzip=self.use_gzip, max_retry_seconds=self.max_retry_seconds,
-            limiter=shared_rate_limiter(self.events_per_second), on_request=self._on_request)
+            limiter=shared_rate_limiter(self.events_per_second), on_request=self._on_request,
+            sent_at=self.sent_at, stopped=self.stop.is_set, on_retry=self._on_retry)
         self.pool = concurrent.futures.ThreadPoolExecutor(self.max_in_flight,
                                                           thread_name_prefix='segment-send')
         self.pending = {}
@@ -78,6 +108,15 @@ class SendBatchesFn(beam.DoFn):
     def _on_request(self, label, seconds, n):
         # Metrics are per-thread in Beam; record on the bundle thread instead (see _collect).
         self._request_log.append((label, seconds, n))
+        self.reporter.add(progress.STATUS_PREFIX + label)
+        if label.startswith('2'):
+            self.reporter.set(progress.NEXT_RETRY, 0)
+
+    def _on_retry(self, label, delay):
+        """Failing requests show in the launcher's next progress line, not after the budget."""
+        import time
+        self.reporter.add(progress.FAILING_PREFIX + label)
+        self.reporter.set(progress.NEXT_RETRY, time.time() + delay)
 
     def start_bundle(self):
         self.pending = {}
@@ -85,6 +124,9 @@ class SendBatchesFn(beam.DoFn):
 
     def process(self, batch: SegmentBatch, window=beam.DoFn.WindowParam,
                 timestamp=beam.DoFn.TimestampParam):
+        if self.stop.is_set():   # stopping: what is not in flight stays for --resume
+            _count_unsent(batch.messages)
+            return
         future = self.pool.submit(self.client.deliver, batch.messages)
         self.pending[future] = (timestamp, window)
         if len(self.pending) >= self.max_in_flight:
@@ -106,6 +148,8 @@ class SendBatchesFn(beam.DoFn):
                     other.cancel()
                 raise
             _count_sent(outcome.sent)
+            _count_unsent(outcome.unsent)
+            self.reporter.add(progress.SENT, len(outcome.sent))
             self.batch_events.update(len(outcome.sent) + len(outcome.rejects))
             self.retried.inc(outcome.retries)
             for label, n in outcome.statuses.items():

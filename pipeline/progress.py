@@ -1,0 +1,243 @@
+"""Launcher side of a run's live view: progress lines on stderr, and stopping on SIGINT/SIGTERM.
+
+Workers report running totals as UDP datagrams on loopback (transforms/progress.py); this
+module receives them, prints a line every --progress_seconds, and turns the first SIGINT or
+SIGTERM into a stop request the workers see (a file), a second one into an immediate exit.
+On Dataflow (with --wait) the workers cannot reach the launcher: the job's attempted counters
+are polled instead (`poll`).
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+import time
+from typing import Callable, Dict, Optional
+
+from transforms import progress as live
+from transforms.progress import LiveChannel
+
+SIGNAL_NAMES = {signal.SIGINT: 'SIGINT', signal.SIGTERM: 'SIGTERM'}
+
+
+def format_duration(seconds: float) -> str:
+    """H:MM:SS (days as '2 d 3:04:05'): short enough for a progress line."""
+    seconds = max(0, int(round(seconds)))
+    days, rest = divmod(seconds, 86400)
+    text = f'{rest // 3600}:{rest % 3600 // 60:02d}:{rest % 60:02d}'
+    return f'{days} d {text}' if days else text
+
+
+def eta_seconds(done: float, total: float, rate: float) -> Optional[float]:
+    """Seconds left to process `total` events at `rate` events/s; None when unknown."""
+    if total <= 0 or rate <= 0:
+        return None
+    return max(0.0, total - done) / rate
+
+
+def merge_totals(by_reporter: Dict[str, Dict[str, float]], now: float) -> Dict[str, float]:
+    """Sums the workers' totals; the next retry is the soonest one still ahead."""
+    merged: Dict[str, float] = {}
+    retries = []
+    for totals in by_reporter.values():
+        for name, value in totals.items():
+            if name == live.NEXT_RETRY:
+                if value and value > now:
+                    retries.append(value)
+            else:
+                merged[name] = merged.get(name, 0) + value
+    if retries:
+        merged[live.NEXT_RETRY] = min(retries)
+    return merged
+
+
+def progress_line(elapsed: float, totals: Dict[str, float], files_total: int,
+                  events_per_second: float, eta: Optional[float],
+                  failing_since_last: Dict[str, float], now: float) -> str:
+    """One progress line: files, events, rate, ETA, and failing requests if any."""
+    get = lambda name: int(totals.get(name, 0))   # noqa: E731
+    parts = [f'progress {format_duration(elapsed)}: files {get(live.FILES_DONE)}/{files_total}',
+             f'events read {get(live.READ):,}, sent {get(live.SENT):,}, '
+             f'dropped {get(live.DROPPED):,}, rejected {get(live.REJECTED):,}',
+             f'{events_per_second:,.0f} events/s']
+    if eta is not None:
+        parts.append(f'ETA {format_duration(eta)}')
+    failing = {k: int(v) for k, v in failing_since_last.items() if v}
+    next_retry = totals.get(live.NEXT_RETRY)
+    if failing or (next_retry and next_retry > now):
+        text = 'requests failing: ' + (', '.join(
+            f'{label} {n}' for label, n in sorted(failing.items())) or 'retrying')
+        if next_retry and next_retry > now:
+            text += f'; next retry in {max(1, round(next_retry - now))} s'
+        parts.append(text)
+    return ' | '.join(parts)
+
+
+class ProgressMonitor:
+    """Receives the workers' datagrams and prints a progress line every `period` seconds."""
+
+    def __init__(self, period: float, files_total: int, estimate: int, throttle: float, out,
+                 poll: Optional[Callable[[], Dict[str, float]]] = None):
+        self.period = period
+        self.files_total = files_total
+        self.estimate = estimate
+        self.throttle = throttle
+        self.out = out
+        self.poll = poll
+        self.by_reporter: Dict[str, Dict[str, float]] = {}
+        self.seq: Dict[str, int] = {}
+        self.lock = threading.Lock()
+        self.closing = threading.Event()
+        self.sock = None
+        self.threads = []
+        self.started = time.monotonic()
+        self.last_failing: Dict[str, float] = {}
+        self.last_done = 0.0
+        self.last_time = self.started
+
+    @property
+    def address(self):
+        return self.sock.getsockname() if self.sock else None
+
+    def start(self) -> 'ProgressMonitor':
+        if self.poll is None:
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.sock.bind(('127.0.0.1', 0))
+            self.sock.settimeout(0.2)
+            self.threads.append(threading.Thread(target=self._receive, daemon=True,
+                                                 name='progress-receiver'))
+        if self.period > 0:
+            self.threads.append(threading.Thread(target=self._print_every_period, daemon=True,
+                                                 name='progress-printer'))
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def _receive(self):
+        while not self.closing.is_set():
+            try:
+                data = self.sock.recv(65536)
+                report = json.loads(data)
+                rid, seq, totals = report['id'], report['seq'], report['t']
+            except socket.timeout:
+                continue
+            except (OSError, ValueError, KeyError, TypeError):
+                if self.closing.is_set():
+                    return
+                continue
+            with self.lock:
+                if seq > self.seq.get(rid, 0):   # datagrams may arrive out of order
+                    self.seq[rid], self.by_reporter[rid] = seq, totals
+
+    def totals(self) -> Dict[str, float]:
+        if self.poll is not None:
+            try:
+                return self.poll()
+            except Exception:   # noqa: BLE001 - a failed poll only delays a progress line
+                return {}
+        with self.lock:
+            return merge_totals(self.by_reporter, time.time())
+
+    def line(self) -> str:
+        now = time.monotonic()
+        totals = self.totals()
+        done = sum(totals.get(k, 0) for k in (live.SENT, live.DROPPED, live.REJECTED))
+        recent = (done - self.last_done) / max(now - self.last_time, 1e-6)
+        self.last_done, self.last_time = done, now
+        overall = done / max(now - self.started, 1e-6)
+        rate = self.throttle if self.throttle > 0 else overall
+        eta = eta_seconds(done, self.estimate, rate) if done else None
+        failing = {k[len(live.FAILING_PREFIX):]: v for k, v in totals.items()
+                   if k.startswith(live.FAILING_PREFIX)}
+        new_failures = {k: v - self.last_failing.get(k, 0) for k, v in failing.items()}
+        self.last_failing = failing
+        return progress_line(now - self.started, totals, self.files_total, recent, eta,
+                             new_failures, time.time())
+
+    def _print_every_period(self):
+        while not self.closing.wait(self.period):
+            text = self.line()
+            try:
+                print(text, file=self.out, flush=True)
+            except (OSError, ValueError):
+                return
+
+    def close(self) -> None:
+        self.closing.set()
+        for thread in self.threads:
+            thread.join(1.0)
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+def dataflow_poll(result) -> Callable[[], Dict[str, float]]:
+    """A Dataflow job's attempted counters, named as the workers' live totals."""
+    from apache_beam.metrics.metric import MetricsFilter
+    from transforms import counts
+
+    def poll() -> Dict[str, float]:
+        query = result.metrics().query(MetricsFilter().with_namespace(counts.NAMESPACE))
+        totals: Dict[str, float] = {}
+        for c in query['counters']:
+            kind, key = counts.split_name(c.key.metric.name)
+            name = {counts.READ: live.READ, counts.DROPPED: live.DROPPED,
+                    counts.SENT: live.SENT, counts.REJECTED: live.REJECTED,
+                    counts.FILES_READ: live.FILES_DONE, counts.FILES_REJECTED: live.FILES_DONE,
+                    'requests_by_status': live.STATUS_PREFIX + key}.get(kind)
+            if name:
+                totals[name] = totals.get(name, 0) + (c.attempted or 0)
+        return totals
+    return poll
+
+
+class StopOnSignal:
+    """First SIGINT/SIGTERM: ask the workers to stop (a file they look for) and let the run
+    finish what is in flight; a second one: leave at once."""
+
+    def __init__(self, console, on_second: Callable[[int], None]):
+        self.console = console
+        self.on_second = on_second
+        self.folder = tempfile.mkdtemp(prefix='currents-to-segment-run-')
+        self.path = os.path.join(self.folder, 'stop')
+        self.signum: Optional[int] = None
+        self.previous = {}
+
+    @property
+    def name(self) -> str:
+        return SIGNAL_NAMES.get(self.signum, str(self.signum))
+
+    def install(self) -> 'StopOnSignal':
+        if threading.current_thread() is threading.main_thread():
+            for signum in SIGNAL_NAMES:
+                self.previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def request(self, signum: int) -> None:
+        self.signum = signum
+        with open(self.path, 'w') as f:
+            f.write(f'{signum}\n')
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            self.on_second(signum)
+            return
+        self.request(signum)
+        try:
+            print(f'{SIGNAL_NAMES.get(signum, signum)}: stopping: no new requests; waiting for '
+                  f'those in flight, then writing the rejects and the summary (again to exit '
+                  f'at once)', file=self.console, flush=True)
+        except (OSError, ValueError):
+            pass
+
+    def close(self) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        self.previous = {}
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def live_channel(monitor: Optional[ProgressMonitor], stop: Optional[StopOnSignal]) -> LiveChannel:
+    return LiveChannel(monitor.address if monitor else None, stop.path if stop else None)
