@@ -45,7 +45,7 @@ def send_step(settings: RunSettings, options: PipelineOptions) -> beam.DoFn:
             options.view_as(DebugOptions).add_experiment('no_use_multiple_sdk_containers')
     return SendBatchesFn(settings.endpoint, settings.key_source, settings.timeout,
                          settings.use_gzip, settings.max_retry_seconds, rate,
-                         settings.max_in_flight)
+                         settings.max_in_flight, use_env_proxy=settings.use_env_proxy)
 
 
 def build_pipeline(settings: RunSettings, files: List[Tuple[str, Optional[str]]],

@@ -53,6 +53,9 @@ class CurrentsToSegmentOptions(PipelineOptions):
                'when it completes (default 24 locally; on Dataflow one job unless given)')
         a('--wait', action='store_true', default=False,
           help='On Dataflow, wait for the job(s) and print the summary (default: submit, return)')
+        a('--use_env_proxy', action='store_true', default=False,
+          help='Send through the HTTPS_PROXY of the environment (https endpoints only); '
+               'by default no proxy, netrc or CA setting is taken from the environment')
         a('--fresh_worker_processes', action='store_true', default=False,
           help='Local worker processes: start each cold, as Beam does, instead of forking '
                'warm ones from this process (Linux)')
@@ -81,6 +84,7 @@ class RunSettings:
     wave_hours: Optional[int] = None
     wait: bool = False
     fresh_worker_processes: bool = False
+    use_env_proxy: bool = False
 
 
 def check_argv(argv) -> None:
@@ -153,4 +157,4 @@ def settings_from(options: PipelineOptions) -> RunSettings:
         key_source=WriteKeySource(secret_name=o.segment_write_key_secret or None),
         run_id=datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%dT%H%M%S%fZ'),
         resume=o.resume, plan=o.plan, wave_hours=o.wave_hours, wait=o.wait,
-        fresh_worker_processes=o.fresh_worker_processes)
+        fresh_worker_processes=o.fresh_worker_processes, use_env_proxy=o.use_env_proxy)

@@ -2,25 +2,24 @@
 from collections import defaultdict
 from typing import Dict, List, Optional, Tuple
 
-import fastavro
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.waves import make_waves, partitions_of
 from transforms.events import BY_CURRENTS_TYPE, event_type_from_schema_name
 from pipeline.paths import hour_from_path
+from transforms.read import block_headers, read_header
 
 
 def _events_per_byte(path: str) -> Tuple[Optional[str], float]:
-    """Reads one file's Avro block headers (record counts), not its records."""
+    """Reads one file's Avro header and block headers (record counts), with the reader's limits;
+    the data blocks are skipped, never read or decompressed."""
     try:
         with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-            reader = fastavro.block_reader(f)
-            name = reader.writer_schema.get('name', '') if isinstance(
-                reader.writer_schema, dict) else ''
-            records = sum(block.num_records for block in reader)
+            header = read_header(f)
+            records = sum(count for count, _ in block_headers(f, header))
             size = f.tell() or 1
-        return event_type_from_schema_name(name), records / size
+        return event_type_from_schema_name(header.fullname), records / size
     except Exception:
         return None, 0.0
 
