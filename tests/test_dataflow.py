@@ -283,7 +283,7 @@ EXAMPLES = {
     'end': '2024-02-01-06', 'event_types': 'Email Sent,users.messages.email.Open',
     'message_id_prefix': 'dev-', 'dry_run_output': 'gs://bkt/bodies',
     'summary_output': 'gs://bkt/summary.json', 'segment_region': 'eu',
-    'segment_endpoint': 'https://events.eu1.segmentapis.com/v1/batch', 'segment_gzip': 'true',
+    'segment_endpoint': 'https://events.eu1.segmentapis.com/v1/batch', 'segment_gzip': 'true', 'use_env_proxy': 'true',
     'segment_timeout': '12.5', 'max_retry_seconds': '300', 'max_events_per_second': '900',
     'max_in_flight': '8', 'integrations': '{"All": false, "Warehouses": true}',
     'segment_write_key_secret': SECRET, 'resume': 'true', 'plan': 'true', 'wave_hours': '24',
