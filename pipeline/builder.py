@@ -9,6 +9,7 @@ from apache_beam.runners.runner import PipelineRunner
 import pipeline
 from pipeline.local_runner import worker_processes
 from pipeline.options import RunSettings
+from pipeline.resume import input_identity
 from transforms.batch import BatchMessages
 from transforms.manifest import WriteManifestFn
 from transforms.map import MapToSegment
@@ -63,10 +64,12 @@ def build_pipeline(settings: RunSettings, files: List[Tuple[str, Optional[str]]]
     batches, batch_rejects = messages | 'Batch' >> BatchMessages()
     send_rejects = batches | 'Send' >> SendToSegment(sender)
     written = ((read_rejects, map_rejects, batch_rejects, send_rejects)
-               | 'Rejects' >> WriteRejects(f'{settings.rejects}/rejects-{settings.run_id}-{wave}'))
+               | 'Rejects' >> WriteRejects(f'{settings.rejects}/rejects-{settings.run_id}-{wave}',
+                                         input_identity(settings.input)))
     if manifest_path:
         _ = (written
              | 'CountRejectFiles' >> beam.combiners.Count.Globally()
              | 'RecordCompleted' >> beam.ParDo(WriteManifestFn(
-                 manifest_path, settings.run_id, partitions, len(files))))
+                 manifest_path, settings.run_id, partitions, len(files),
+                 input_identity(settings.input))))
     return p

@@ -59,6 +59,6 @@ def endpoint_for(region: str = 'us', override: Optional[str] = None) -> str:
             or parsed.port != split_port:
         raise _refuse('is ambiguous (parsers disagree about its host); give a plain URL')
     if parsed.scheme == 'http' and not _is_loopback(host):
-        raise _refuse('may use plain http:// only for loopback hosts (127.0.0.1, ::1, '
+        raise _refuse(': plain http:// is only allowed for loopback hosts (127.0.0.1, ::1, '
                       'localhost); use https://')
     return override

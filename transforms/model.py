@@ -41,6 +41,7 @@ class Reject(NamedTuple):
     detail: str
     message: Optional[Dict[str, Any]] = None
     record: Optional[Dict[str, Any]] = None
+    input: Optional[str] = None     # the run's --input: replay re-reads only files under it
 
     @property
     def is_file(self) -> bool:
@@ -53,6 +54,8 @@ class Reject(NamedTuple):
             out['message'] = self.message
         if self.record is not None:
             out['record'] = self.record
+        if self.input is not None:
+            out['input'] = self.input
         return json.dumps(out, ensure_ascii=False, separators=(',', ':'), default=_json_safe)
 
 
