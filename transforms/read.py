@@ -30,9 +30,11 @@ REJECTS = 'rejects'
 AVRO_MAGIC = b'Obj\x01'
 SYNC_SIZE = 16
 CODECS = ('null', 'deflate', 'snappy')
-# Braze writes up to 100,000 events per file; its real records are at most ~850 bytes
-# (currents-samples), so a whole file in one block is ~85 MB. Three times that, rounded:
-MAX_BLOCK_BYTES = 256 * 1024 * 1024
+# Braze writes up to 100,000 events per file and its real records are at most ~850 bytes
+# (currents-samples): even a whole file in one block is ~85 MB (Avro writers flush blocks far
+# sooner, every ~64 KB by default). 128 MiB is 1.5x that worst case; a block is held twice
+# while it is decompressed, so a worker thread never needs more than ~256 MiB for one.
+MAX_BLOCK_BYTES = 128 * 1024 * 1024
 MAX_HEADER_BYTES = 1024 * 1024     # real headers are a few KB (one schema)
 MAX_SCHEMA_DEPTH = 32              # Braze's schemas nest 6 JSON levels (record, field, union)
 _PRIMITIVE_MIN_BYTES = {'null': 0, 'boolean': 1, 'int': 1, 'long': 1, 'float': 4, 'double': 8,
