@@ -56,6 +56,9 @@ class CurrentsToSegmentOptions(PipelineOptions):
         a('--use_env_proxy', action='store_true', default=False,
           help='Send through the HTTPS_PROXY of the environment (https endpoints only); '
                'by default no proxy, netrc or CA setting is taken from the environment')
+        a('--skip_files',
+          help='Comma-separated paths (as listed) not to read: each becomes one unreadable_file '
+               'reject, so a run (with --resume) gets past a file a worker died on')
         a('--fresh_worker_processes', action='store_true', default=False,
           help='Local worker processes: start each cold, as Beam does, instead of forking '
                'warm ones from this process (Linux)')
@@ -85,6 +88,7 @@ class RunSettings:
     wait: bool = False
     fresh_worker_processes: bool = False
     use_env_proxy: bool = False
+    skip_files: FrozenSet[str] = frozenset()
 
 
 def check_argv(argv) -> None:
@@ -157,4 +161,5 @@ def settings_from(options: PipelineOptions) -> RunSettings:
         key_source=WriteKeySource(secret_name=o.segment_write_key_secret or None),
         run_id=datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%dT%H%M%S%fZ'),
         resume=o.resume, plan=o.plan, wave_hours=o.wave_hours, wait=o.wait,
-        fresh_worker_processes=o.fresh_worker_processes, use_env_proxy=o.use_env_proxy)
+        fresh_worker_processes=o.fresh_worker_processes, use_env_proxy=o.use_env_proxy,
+        skip_files=frozenset(p.strip() for p in (o.skip_files or '').split(',') if p.strip()))

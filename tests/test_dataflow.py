@@ -284,6 +284,7 @@ EXAMPLES = {
     'message_id_prefix': 'dev-', 'dry_run_output': 'gs://bkt/bodies',
     'summary_output': 'gs://bkt/summary.json', 'segment_region': 'eu',
     'segment_endpoint': 'https://events.eu1.segmentapis.com/v1/batch', 'segment_gzip': 'true', 'use_env_proxy': 'true',
+    'skip_files': 'gs://bkt/currents/x.avro',
     'segment_timeout': '12.5', 'max_retry_seconds': '300', 'max_events_per_second': '900',
     'max_in_flight': '8', 'integrations': '{"All": false, "Warehouses": true}',
     'segment_write_key_secret': SECRET, 'resume': 'true', 'plan': 'true', 'wave_hours': '24',

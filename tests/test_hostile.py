@@ -200,3 +200,23 @@ def test_every_real_braze_schema_passes_the_limits(samples_dir):
             header = read_header(f)
             assert header.codec == 'null'
             assert len(list(records(f, header))) >= 1, path.name
+
+
+def test_skip_files_turns_a_file_a_worker_died_on_into_one_reject_and_resume_gets_past(
+        tmp_path):
+    """A file that kills a worker (a signal, the OOM killer) cannot be caught in the worker;
+    --skip_files lets the rerun record it as one reject, so --resume moves on."""
+    from tests.helpers import run_pipeline, write_file
+    root = tmp_path / 'in'
+    good = write_file(root, 'users.messages.email.Send', [record(i) for i in range(10)], n=1)
+    deadly = write_file(root, 'users.messages.email.Send', [record(100 + i) for i in range(5)],
+                        n=2)
+    code, summary, rejects, bodies = run_pipeline(tmp_path, root, '--skip_files', deadly)
+    assert code == 0
+    assert summary['files_rejected'] == 1 and summary['files_read'] == 1
+    assert [(r['reason'], r['source']) for r in rejects] == [('unreadable_file', deadly)]
+    assert 'listed in --skip_files' in rejects[0]['detail']
+    assert sum(len(b['batch']) for _, b in bodies) == 10
+    assert good != deadly
+    code, summary, _, _ = run_pipeline(tmp_path, root, '--resume')
+    assert code == 0 and summary['files_skipped_by_reason'] == {'completed_by_earlier_run': 2}

@@ -316,8 +316,9 @@ class ReadCurrentsFileFn(beam.DoFn):
     decode go on, the rest of the file becomes one `unreadable_file` reject.
     """
 
-    def __init__(self, event_types: FrozenSet[str]):
+    def __init__(self, event_types: FrozenSet[str], skip_files: FrozenSet[str] = frozenset()):
         self.event_types = event_types
+        self.skip_files = skip_files
 
     def process(self, element):
         path, event_type = element
@@ -325,6 +326,8 @@ class ReadCurrentsFileFn(beam.DoFn):
         handle = None
         try:
             try:
+                if path in self.skip_files:   # a worker died on it: one reject, never opened
+                    raise UnreadableFile('not read: listed in --skip_files')
                 handle = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
                 header = read_header(handle)
                 if event_type is None:
@@ -373,15 +376,18 @@ class ReadCurrentsFileFn(beam.DoFn):
 class ReadCurrentsEvents(beam.PTransform):
     """Listed files → (CurrentsEvent PCollection, Reject PCollection)."""
 
-    def __init__(self, files: List[Tuple[str, Optional[str]]], event_types: FrozenSet[str]):
+    def __init__(self, files: List[Tuple[str, Optional[str]]], event_types: FrozenSet[str],
+                 skip_files: FrozenSet[str] = frozenset()):
         super().__init__()
         self.files = files
         self.event_types = event_types
+        self.skip_files = skip_files
 
     def expand(self, pbegin):
         result = (pbegin
                   | 'Files' >> beam.Create(self.files)
                   | 'SpreadFiles' >> beam.Reshuffle()
                   | 'DecodeAvro' >> beam.ParDo(
-                      ReadCurrentsFileFn(self.event_types)).with_outputs(REJECTS, main='events'))
+                      ReadCurrentsFileFn(self.event_types, self.skip_files)).with_outputs(
+                          REJECTS, main='events'))
         return result.events, result[REJECTS]
