@@ -36,7 +36,7 @@ CODECS = ('null', 'deflate', 'snappy')
 # while it is decompressed, so a worker thread never needs more than ~256 MiB for one.
 MAX_BLOCK_BYTES = 128 * 1024 * 1024
 MAX_HEADER_BYTES = 1024 * 1024     # real headers are a few KB (one schema)
-MAX_SCHEMA_DEPTH = 32              # Braze's schemas nest 6 JSON levels (record, field, union)
+MAX_SCHEMA_DEPTH = 32              # Braze's schemas need 4 (record, field type, union, {type})
 _PRIMITIVE_MIN_BYTES = {'null': 0, 'boolean': 1, 'int': 1, 'long': 1, 'float': 4, 'double': 8,
                         'bytes': 1, 'string': 1}
 
