@@ -149,6 +149,7 @@ def test_the_backslash_endpoint_never_connects_and_the_cli_says_one_line(tmp_pat
 
 
 # ---------------------------------------------------------------------------------- proxies
+@pytest.mark.slow
 def test_environment_proxies_never_see_the_key(tmp_path, key, monkeypatch):
     _input(tmp_path)
     with Recorder(_ok) as proxy, SegmentReceiver(write_key=KEY) as receiver:
@@ -182,7 +183,8 @@ def test_use_env_proxy_applies_to_https_only_and_honours_no_proxy(monkeypatch):
 
 
 # -------------------------------------------------------------------------------- redirects
-@pytest.mark.parametrize('status', [301, 302, 303, 307, 308])
+@pytest.mark.parametrize('status', [302, 307] + [pytest.param(s, marks=pytest.mark.slow)
+                                                  for s in (301, 303, 308)])
 def test_a_redirect_stops_the_run_with_exit_3_and_nothing_sent(tmp_path, key, status):
     _input(tmp_path)
     with Recorder(_ok) as elsewhere:
@@ -298,7 +300,7 @@ def test_resume_ignores_manifests_of_another_input_or_not_written_by_this_tool(
     _input(tmp_path, n=5)
     manifests = tmp_path / 'rejects' / 'manifest'
     manifests.mkdir(parents=True)
-    partition = f'{SEND}|2024-05-01-12'
+    partition = f'{SEND}/2024-05-01-12'   # the partition this input holds
     (manifests / 'wave-other-w0.json').write_text(json.dumps(
         {'run_id': 'x', 'input': '/somewhere/else', 'files': 1, 'partitions': [partition]}))
     (manifests / 'wave-noinput-w0.json').write_text(json.dumps(
@@ -321,6 +323,7 @@ def test_resume_ignores_manifests_of_another_input_or_not_written_by_this_tool(
 
 
 # ------------------------------------------------------------------------ owner-only files
+@pytest.mark.slow
 def test_files_with_customer_data_are_owner_only_under_the_default_umask(tmp_path):
     root = tmp_path / 'in'
     schema = nullable_variant(load_schema(SEND), 'time')   # one record without time: a reject
