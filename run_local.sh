@@ -3,15 +3,17 @@
 #
 #   ./run_local.sh                 generate sample data (once), start the local Segment-compatible
 #                                  receiver, send everything to it, print the summary and what it got
-#   ./run_local.sh --input DIR ... your own arguments, passed through to the pipeline
 #   ./run_local.sh --mapping current   the same with the `current` mapping profile: the generated
 #                                  sample then holds its 80 types (sample-data-current/)
+#   ./run_local.sh --input DIR ... your own data: you must say where it goes
+#                                  (--segment_region us|eu, --segment_endpoint URL or
+#                                  --dry_run_output DIR); the local receiver is never used for it
 #
-# Without --input the generated sample data is used; without --segment_endpoint/--dry_run_output/
-# --segment_region the local receiver is started and used (nothing leaves this machine).
+# The local receiver (nothing leaves this machine) is started only for the generated sample data,
+# when no destination is given. Everything written under out/ is owner-only (umask 077).
 set -euo pipefail
+umask 077
 cd "$(dirname "$0")"
-source scripts/venv.sh
 
 args=("$@")
 has() { local f; for f in "${args[@]+"${args[@]}"}"; do case "$f" in "$1"|"$1"=*) return 0;; esac; done; return 1; }
@@ -24,6 +26,12 @@ for ((i = 0; i < ${#args[@]}; i++)); do
     --mapping) mapping="${args[$((i + 1))]:-classic}" ;;
   esac
 done
+if has --input && ! has --segment_endpoint && ! has --segment_region && ! has --dry_run_output; then
+  echo "run_local.sh: error: with --input, say where the events go: --segment_region us|eu (Segment)," \
+       "--segment_endpoint URL, or --dry_run_output DIR (send nothing); the local receiver is only for the sample data" >&2
+  exit 2
+fi
+source scripts/venv.sh
 
 out="${LOCAL_OUT:-out}"
 if ! has --input; then
@@ -41,8 +49,8 @@ receiver_pid=""
 cleanup() { if [ -n "$receiver_pid" ]; then kill "$receiver_pid" 2>/dev/null || true; wait "$receiver_pid" 2>/dev/null || true; fi; }
 trap cleanup EXIT
 
-if ! has --segment_endpoint && ! has --dry_run_output && ! has --segment_region; then
-  export SEGMENT_WRITE_KEY="${SEGMENT_WRITE_KEY:-local-dev-write-key}"
+if ! has --input && ! has --segment_endpoint && ! has --dry_run_output && ! has --segment_region; then
+  export SEGMENT_WRITE_KEY=local-dev-write-key   # a real key never goes to the local receiver
   mkdir -p "$out"
   port_file="$out/receiver.port"; rm -f "$port_file"
   python -m devtools.receiver --port 0 --port-file "$port_file" --store "$out/received.jsonl" \
@@ -62,9 +70,12 @@ end=$(date +%s.%N)
 
 if [ -n "$receiver_pid" ]; then
   python - "$url" "$start" "$end" <<'PY'
-import json, sys, urllib.request
+import json, os, sys, urllib.request
+from devtools.receiver import control_headers
 url, start, end = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
-stats = json.load(urllib.request.urlopen(url.replace('/v1/batch', '/_receiver/stats')))
+request = urllib.request.Request(url.replace('/v1/batch', '/_receiver/stats'),
+                                 headers=control_headers(os.environ['SEGMENT_WRITE_KEY']))
+stats = json.load(urllib.request.urlopen(request))
 by = ', '.join(f'{k}: {v}' for k, v in sorted(stats['by_status'].items()))
 print(f"receiver: {stats['accepted']} unique messages accepted in {stats['requests']} requests "
       f"({by}); duplicates {stats['duplicates']}, silently dropped {stats['silently_dropped']}")

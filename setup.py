@@ -15,12 +15,17 @@ setuptools.setup(
     packages=['pipeline', 'transforms'],
     package_data={'transforms': ['connector_current.json']},  # the `current` mapping table
     python_requires='>=3.10',
+    # Floors at releases without known advisories: requests 2.32.4 (CVE-2024-35195,
+    # CVE-2024-47081: netrc credential leak), urllib3 2.5.0 (CVE-2024-37891, CVE-2025-50181/
+    # 50182: redirect and proxy handling; pipeline/endpoint.py parses with it), orjson 3.9.15
+    # (CVE-2024-27454: unbounded recursion).
     install_requires=[
         'apache-beam[gcp]==2.77.0',
         'fastavro>=1.9,<2',
-        'requests>=2.31,<3',
-        'orjson>=3.9,<4',
-        'cramjam>=2.7',  # snappy codec for fastavro
+        'requests>=2.32.4,<3',
+        'urllib3>=2.5.0,<3',
+        'orjson>=3.9.15,<4',
+        'cramjam>=2.7',  # snappy codec (transforms/read.py)
         'google-cloud-secret-manager>=2.20,<3',
     ],
     extras_require={

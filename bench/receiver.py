@@ -14,6 +14,8 @@ import time
 import urllib.request
 from typing import Optional, Set
 
+from devtools.receiver import control_headers
+
 
 class Receiver:
     def __init__(self, workdir: str, write_key: str, cwd: str, python: str = sys.executable):
@@ -60,7 +62,9 @@ class Receiver:
         return f'{self.base}/v1/batch'
 
     def stats(self) -> dict:
-        with urllib.request.urlopen(f'{self.base}/_receiver/stats', timeout=60) as r:
+        req = urllib.request.Request(f'{self.base}/_receiver/stats',
+                                     headers=control_headers(self.write_key))
+        with urllib.request.urlopen(req, timeout=60) as r:
             stats = json.load(r)
         stats.pop('arrivals', None)
         return stats
@@ -69,7 +73,9 @@ class Receiver:
         """messageIds of every stored (accepted, de-duplicated) message, read line by line."""
         ids = set()
         loads = json.loads
-        with urllib.request.urlopen(f'{self.base}/_receiver/messages', timeout=600) as r:
+        req = urllib.request.Request(f'{self.base}/_receiver/messages',
+                                     headers=control_headers(self.write_key))
+        with urllib.request.urlopen(req, timeout=600) as r:
             for line in r:
                 if line.strip():
                     ids.add(loads(line)['messageId'])

@@ -38,7 +38,7 @@ import zlib
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-__all__ = ['SegmentReceiver', 'FAULT_KINDS', 'MODES', 'main']
+__all__ = ['SegmentReceiver', 'FAULT_KINDS', 'MODES', 'control_headers', 'main']
 
 FAULT_KINDS = ('429', '429-no-retry-after', '500', '503', 'reset', 'slow')
 MODES = ('normal', 'refuse_503', 'unauthorized_401')
@@ -196,17 +196,20 @@ class _Handler(BaseHTTPRequestHandler):
             parts, total = [], 0
             while True:
                 line = self.rfile.readline(1024)
-                try:
-                    size = int(line.split(b';', 1)[0].strip() or b'0', 16)
-                except ValueError:   # malformed chunking: answer and drop the connection
+                size_field = line.split(b';', 1)[0].strip()
+                # Hex digits only: int(..., 16) also takes '-1' and '+1', and a read of -1
+                # bytes buffers until the connection closes.
+                if not size_field or size_field.strip(b'0123456789abcdefABCDEF') \
+                        or len(size_field) > 16:
                     self.close_connection = True
                     return None
+                size = int(size_field, 16)
                 if size == 0:
                     while self.rfile.readline(1024) not in (b'\r\n', b'\n', b''):
                         pass
                     return b''.join(parts)
                 total += size
-                if total > _HARD_BODY_CAP:
+                if total > _HARD_BODY_CAP:   # the same cap as a Content-Length body
                     self.close_connection = True
                     return None
                 parts.append(self.rfile.read(size))
@@ -243,9 +246,19 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
     # -- routes -------------------------------------------------------------------------------
+    def _control_allowed(self) -> bool:
+        """/_receiver/* (stats, stored messages, faults) answer only to the write key."""
+        rec = self.server.receiver
+        if self.headers.get('Authorization', '').strip() in rec._expected_auth:
+            return True
+        self._send(401, _UNAUTHORIZED)
+        return False
+
     def do_GET(self):
         path = self.path.split('?', 1)[0]
         rec = self.server.receiver
+        if path.startswith('/_receiver/') and not self._control_allowed():
+            return
         if path == '/_receiver/stats':
             self._send(200, rec.stats())
         elif path == '/_receiver/messages':
@@ -261,6 +274,9 @@ class _Handler(BaseHTTPRequestHandler):
         rec = self.server.receiver
         if path == BATCH_PATH:
             rec._handle_batch(self, body)
+        elif path.startswith('/_receiver/') and not self._control_allowed():
+            if body is None:
+                self.close_connection = True
         elif path == '/_receiver/mode' and body is not None:
             try:
                 req = json.loads(body)
@@ -341,8 +357,10 @@ class SegmentReceiver:
         cls = _Server6 if ':' in self.host else _Server
         server = cls((self.host, self.port), _Handler)
         server.receiver = self
-        if self.store_path:
-            self._store_file = open(self.store_path, 'a', encoding='utf-8')
+        if self.store_path:   # customer data: owner-only, even if the file existed before
+            fd = os.open(self.store_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            os.fchmod(fd, 0o600)
+            self._store_file = open(fd, 'a', encoding='utf-8')
         self._server = server
         self.port = server.server_address[1]
         self._thread = threading.Thread(target=server.serve_forever, kwargs={'poll_interval': 0.05},
@@ -619,6 +637,11 @@ class SegmentReceiver:
         return b''.join(out), False, None
 
 
+def control_headers(write_key: str) -> dict:
+    """The header the /_receiver/* control endpoints want (the same write key as /v1/batch)."""
+    return {'Authorization': 'Basic ' + base64.b64encode(f'{write_key}:'.encode()).decode()}
+
+
 # -- CLI --------------------------------------------------------------------------------------------
 def _is_loopback(host):
     if host == 'localhost':
@@ -661,6 +684,7 @@ def main(argv=None):
         print(f'devserver: {e}', file=sys.stderr)
         return 2
 
+    os.umask(0o077)   # the store and port file hold customer data / local details
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

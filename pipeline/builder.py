@@ -13,6 +13,7 @@ from apache_beam.runners.runner import PipelineRunner
 
 import pipeline
 from pipeline.options import RunSettings
+from pipeline.resume import input_identity
 from transforms.deliver import EVENTS, REJECTS, DeliverToSegment
 from transforms.manifest import WriteManifestFn
 from transforms.progress import LiveChannel
@@ -66,7 +67,8 @@ def send_step(settings: RunSettings, options: PipelineOptions,
         rate = settings.max_events_per_second / sending_processes(options)
     return SendBatchesFn(settings.endpoint, settings.key_source, settings.timeout,
                          settings.use_gzip, settings.max_retry_seconds, rate,
-                         settings.max_in_flight, settings.segment_sent_at, live)
+                         settings.max_in_flight, settings.segment_sent_at, live,
+                         use_env_proxy=settings.use_env_proxy)
 
 
 def deliver_step(settings: RunSettings, options: PipelineOptions, rejects_prefix: str,
@@ -75,7 +77,7 @@ def deliver_step(settings: RunSettings, options: PipelineOptions, rejects_prefix
     return DeliverToSegment(send_step(settings, options, live), rejects_prefix,
                             settings.message_id_prefix, pipeline.__version__,
                             settings.integrations, settings.mapping, settings.include_anonymous,
-                            live)
+                            live, input_identity(settings.input))
 
 
 def build_pipeline(settings: RunSettings, files: List[Tuple[str, Optional[str]]],
@@ -89,12 +91,13 @@ def build_pipeline(settings: RunSettings, files: List[Tuple[str, Optional[str]]]
     """
     p = beam.Pipeline(runner=runner, options=options)
     events, read_rejects = p | 'Read' >> ReadCurrentsEvents(
-        files, settings.selector.event_types, live)
+        files, settings.selector.event_types, settings.skip_files, live)
     written = {EVENTS: events, REJECTS: read_rejects} | 'Deliver' >> deliver_step(
         settings, options, f'{settings.rejects}/rejects-{settings.run_id}-{wave}', live)
     if manifest_path and not settings.dry_run_output:
         _ = (written
              | 'CountRejectFiles' >> beam.combiners.Count.Globally()
              | 'RecordCompleted' >> beam.ParDo(WriteManifestFn(
-                 manifest_path, settings.run_id, partitions, len(files), live)))
+                 manifest_path, settings.run_id, partitions, len(files),
+                 input_identity(settings.input), live)))
     return p

@@ -13,6 +13,10 @@ the worker's status; if Beam kills the client, the zygote kills the worker. A cl
 cannot reach the zygote becomes the cold worker Beam would have started (exec), so a worker
 is never missing.
 
+The zygote forks only for a client of our own uid (SO_PEERCRED), and the socket folder goes
+away on every exit: the launcher's close() (also on SIGTERM, turned into a normal exit), and
+the zygote's own exit when the launcher is gone (even killed outright).
+
 Linux only (fork); anything else, or `--fresh_worker_processes`, keeps Beam's cold start.
 This file runs as a script for the attach client, so its top level imports the stdlib only.
 """
@@ -22,6 +26,7 @@ import select
 import shlex
 import signal
 import socket
+import struct
 import sys
 import tempfile
 
@@ -38,6 +43,7 @@ class WarmWorkers:
         self.pid = None
         self._dir = None
         self._control = None   # write end of a pipe: closing it (or dying) stops the zygote
+        self._old_sigterm = None
 
     @staticmethod
     def supported() -> bool:
@@ -66,8 +72,7 @@ class WarmWorkers:
             os.close(write_end)
             code = 0
             try:
-                _zygote(listener, read_end, self.target,
-                        os.path.join(self._dir, _DEATHS_NAME))
+                _zygote(listener, read_end, self.target, self._dir)
             except BaseException:   # noqa: B902 - a zygote must never return into the launcher
                 code = 1
             finally:
@@ -75,7 +80,16 @@ class WarmWorkers:
         listener.close()
         os.close(read_end)
         self.pid, self._control = pid, write_end
+        self._exit_on_sigterm()
         return self
+
+    def _exit_on_sigterm(self) -> None:
+        """SIGTERM would end the launcher without its finally blocks: make it a normal exit."""
+        try:
+            if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+                self._old_sigterm = signal.signal(signal.SIGTERM, _exit_143)
+        except ValueError:   # not the main thread: the zygote still cleans up after itself
+            self._old_sigterm = None
 
     def command(self) -> str:
         """The shell command Beam runs per worker (it adds the worker's environment)."""
@@ -92,6 +106,12 @@ class WarmWorkers:
             return []
 
     def close(self) -> None:
+        if self._old_sigterm is not None:
+            try:
+                signal.signal(signal.SIGTERM, self._old_sigterm)
+            except ValueError:
+                pass
+            self._old_sigterm = None
         if self._control is not None:
             os.close(self._control)
             self._control = None
@@ -102,13 +122,7 @@ class WarmWorkers:
                 pass
             self.pid = None
         if self._dir is not None:
-            for remove, path in ((os.unlink, os.path.join(self._dir, _SOCKET_NAME)),
-                                 (os.unlink, os.path.join(self._dir, _DEATHS_NAME)),
-                                 (os.rmdir, self._dir)):
-                try:
-                    remove(path)
-                except OSError:
-                    pass
+            _remove_folder(self._dir)
             self._dir = None
 
     def __enter__(self):
@@ -118,9 +132,29 @@ class WarmWorkers:
         self.close()
 
 
-def _zygote(listener: socket.socket, control_fd: int, target, deaths_path=None) -> None:
+def _exit_143(*_):
+    raise SystemExit(143)
+
+
+def _remove_folder(folder: str) -> None:
+    for remove, path in ((os.unlink, os.path.join(folder, _SOCKET_NAME)),
+                         (os.unlink, os.path.join(folder, _DEATHS_NAME)), (os.rmdir, folder)):
+        try:
+            remove(path)
+        except OSError:
+            pass
+
+
+def peer_uid(conn: socket.socket) -> int:
+    """The uid of the process at the other end of a Unix socket (Linux SO_PEERCRED)."""
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize('3i'))
+    return struct.unpack('3i', creds)[1]
+
+
+def _zygote(listener: socket.socket, control_fd: int, target, folder: str = None) -> None:
     """Fork one warm worker per attach request; report each worker's exit status to its client."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C: the launcher decides, then closes us
+    signal.signal(signal.SIGTERM, _exit_143)       # ... and SIGTERM still cleans up below
     import gc
     gc.freeze()   # what the launcher built stays shared with the workers, outside the collector
     workers = {}   # pid -> the attach client's connection
@@ -135,6 +169,13 @@ def _zygote(listener: socket.socket, control_fd: int, target, deaths_path=None) 
                 _kill(pid)            # the client went away: Beam gave up on this worker
             if listener in ready:
                 conn, _ = listener.accept()
+                try:
+                    same_user = peer_uid(conn) == os.getuid()
+                except OSError:
+                    same_user = False
+                if not same_user:   # the 0700 folder should stop them; refuse them anyway
+                    conn.close()
+                    continue
                 env = _receive_env(conn)
                 if env is None:
                     conn.close()
@@ -151,8 +192,8 @@ def _zygote(listener: socket.socket, control_fd: int, target, deaths_path=None) 
                 done, status = os.waitpid(pid, os.WNOHANG)
                 if done:
                     conn = workers.pop(pid)
-                    if os.WIFSIGNALED(status) and deaths_path:
-                        with open(deaths_path, 'a') as f:
+                    if os.WIFSIGNALED(status) and folder:
+                        with open(os.path.join(folder, _DEATHS_NAME), 'a') as f:
                             f.write(f'{os.WTERMSIG(status)}\n')
                     try:
                         conn.sendall(b'%d\n' % os.waitstatus_to_exitcode(status))
@@ -167,6 +208,9 @@ def _zygote(listener: socket.socket, control_fd: int, target, deaths_path=None) 
                 os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
+        if folder:   # the launcher may be gone (killed): nothing else would remove it
+            listener.close()
+            _remove_folder(folder)
 
 
 def _kill(pid: int) -> None:
@@ -198,6 +242,7 @@ def _run_worker(env: dict, target) -> None:
     code = 1
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C: the launcher stops the run
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the zygote's clean-up handler
         os.environ.clear()
         os.environ.update({str(k): str(v) for k, v in env.items()})
         code = target()

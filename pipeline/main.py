@@ -18,6 +18,7 @@ from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOp
                                                   TestOptions, WorkerOptions)
 
 from pipeline.builder import build_pipeline, is_dataflow, job_options
+from pipeline.hardening import harden_process
 from pipeline.local_runner import (WarmWorkersRunner, local_parallelism, local_runner_options,
                                    start_warm_workers, uses_worker_processes, worker_processes)
 from pipeline.options import CurrentsToSegmentOptions, check_argv, settings_from
@@ -194,6 +195,7 @@ def _quiet_stdout() -> None:
 def _run(argv, out) -> int:
     out = out or sys.stdout
     argv = list(sys.argv[1:] if argv is None else argv)
+    harden_process()   # owner-only files, no core dumps (pipeline/hardening.py)
     if argv[:1] == ['replay']:
         from pipeline.replay import run_replay
         return run_replay(argv[1:], out)
@@ -211,7 +213,7 @@ def _run(argv, out) -> int:
         local_runner_options(options)
         honour_no_auth(options)
         pattern = input_pattern(settings.input)
-        done = completed_partitions(settings.rejects) if settings.resume else frozenset()
+        done = completed_partitions(settings.rejects, settings.input) if settings.resume else frozenset()
         listing = list_currents_files(pattern, settings.selector, done)
         if not listing.files and not listing.skipped:
             raise UsageError(f'no input files match {pattern}')

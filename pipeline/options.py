@@ -62,6 +62,12 @@ class CurrentsToSegmentOptions(PipelineOptions):
                'when it completes (default 24 locally; on Dataflow one job unless given)')
         a('--wait', action='store_true', default=False,
           help='On Dataflow, wait for the job(s) and print the summary (default: submit, return)')
+        a('--use_env_proxy', action='store_true', default=False,
+          help='Send through the HTTPS_PROXY of the environment (https endpoints only); '
+               'by default no proxy, netrc or CA setting is taken from the environment')
+        a('--skip_files',
+          help='Comma-separated paths (as listed) not to read: each becomes one unreadable_file '
+               'reject, so a run (with --resume) gets past a file a worker died on')
         a('--fresh_worker_processes', action='store_true', default=False,
           help='Local worker processes: start each cold, as Beam does, instead of forking '
                'warm ones from this process (Linux)')
@@ -171,6 +177,8 @@ class RunSettings:
     segment_sent_at: bool = False
     progress_seconds: float = DEFAULT_PROGRESS_SECONDS
     verbose: bool = False
+    use_env_proxy: bool = False
+    skip_files: FrozenSet[str] = frozenset()
 
 
 def check_argv(argv, extra=None) -> None:
@@ -257,4 +265,5 @@ def settings_from(options: PipelineOptions, need_rejects: bool = True) -> RunSet
         resume=o.resume, plan=o.plan, wave_hours=o.wave_hours, wait=o.wait,
         fresh_worker_processes=o.fresh_worker_processes, segment_sent_at=o.segment_sent_at,
         progress_seconds=o.progress_seconds, verbose=o.verbose,
-        mapping=o.mapping, include_anonymous=o.include_anonymous)
+        mapping=o.mapping, include_anonymous=o.include_anonymous, use_env_proxy=o.use_env_proxy,
+        skip_files=frozenset(p.strip() for p in (o.skip_files or '').split(',') if p.strip()))

@@ -2,7 +2,6 @@
 from collections import defaultdict
 from typing import Dict, FrozenSet, List, Optional, Tuple
 
-import fastavro
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
@@ -10,30 +9,28 @@ from pipeline.paths import hour_from_path
 from pipeline.waves import make_waves, partitions_of
 from transforms.events import event_type_from_schema_name
 from transforms.profiles import CLASSIC, row_name
+from transforms.read import block_headers, read_header
 
 
 def _events_per_byte(path: str) -> Tuple[Optional[str], float]:
-    """Reads one file's Avro block headers (record counts), not its records."""
+    """Reads one file's Avro header and block headers (record counts), with the reader's limits;
+    the data blocks are skipped, never read or decompressed."""
     try:
         with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-            reader = fastavro.block_reader(f)
-            name = reader.writer_schema.get('name', '') if isinstance(
-                reader.writer_schema, dict) else ''
-            records = sum(block.num_records for block in reader)
+            header = read_header(f)
+            records = sum(count for count, _ in block_headers(f, header))
             size = f.tell() or 1
-        return event_type_from_schema_name(name), records / size
+        return event_type_from_schema_name(header.fullname), records / size
     except Exception:
         return None, 0.0
 
 
-def _type_from_header(path: str) -> Tuple[bool, Optional[str]]:
+def _type_from_header(path: str, event_types: FrozenSet[str]) -> Tuple[bool, Optional[str]]:
     """(readable, event type) from a file's writer schema, as the run's reader decides it."""
     try:
         with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-            reader = fastavro.block_reader(f)
-            name = reader.writer_schema.get('name', '') if isinstance(
-                reader.writer_schema, dict) else ''
-        return True, event_type_from_schema_name(name)
+            header = read_header(f)
+        return True, event_type_from_schema_name(header.fullname, event_types)
     except Exception:
         return False, None
 
@@ -47,7 +44,7 @@ def decide_by_header(files: List[Tuple[str, Optional[str], int]], event_types: F
     kept, skipped = [], 0
     for path, event_type, size in files:
         if event_type is None:
-            readable, event_type = _type_from_header(path)
+            readable, event_type = _type_from_header(path, event_types)
             if readable and (event_type is None or event_type not in event_types):
                 skipped += 1
                 continue

@@ -274,7 +274,7 @@ def test_flex_launcher_argument_translation():
         sys.path.remove(str(ROOT))
     assert flex_launcher.flag_options() == {'--segment_gzip', '--resume', '--plan', '--wait',
                                             '--fresh_worker_processes', '--include_anonymous',
-                                            '--segment_sent_at', '--verbose'}
+                                            '--segment_sent_at', '--verbose', '--use_env_proxy'}
     argv = flex_launcher.template_argv(['--input=gs://b/x', '--segment_gzip=true',
                                         '--resume=False', '--wait=maybe', '--plan=TRUE'])
     assert argv == ['--input=gs://b/x', '--segment_gzip', '--wait=maybe', '--plan',
@@ -300,7 +300,8 @@ EXAMPLES = {
     'end': '2024-02-01-06', 'event_types': 'Email Sent,users.messages.email.Open',
     'message_id_prefix': 'dev-', 'dry_run_output': 'gs://bkt/bodies',
     'summary_output': 'gs://bkt/summary.json', 'segment_region': 'eu',
-    'segment_endpoint': 'https://events.eu1.segmentapis.com/v1/batch', 'segment_gzip': 'true',
+    'segment_endpoint': 'https://events.eu1.segmentapis.com/v1/batch', 'segment_gzip': 'true', 'use_env_proxy': 'true',
+    'skip_files': 'gs://bkt/currents/x.avro',
     'segment_timeout': '12.5', 'max_retry_seconds': '300', 'max_events_per_second': '900',
     'max_in_flight': '8', 'integrations': '{"All": false, "Warehouses": true}',
     'segment_write_key_secret': SECRET, 'resume': 'true', 'plan': 'true', 'wave_hours': '24',

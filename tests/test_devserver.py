@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from devtools.receiver import SegmentReceiver
+from devtools.receiver import SegmentReceiver, control_headers
 
 KEY = 'test-write-key'
 REPO = Path(__file__).resolve().parents[1]
@@ -252,15 +252,18 @@ def test_set_mode_after_n_requests(rec, mode, status):
 
 def test_control_endpoints(rec):
     base = rec.url.replace('/v1/batch', '')
+    ctl = control_headers(rec.write_key)
     post(rec, [msg(1), msg(2)])
-    st = requests.get(base + '/_receiver/stats').json()
+    st = requests.get(base + '/_receiver/stats', headers=ctl).json()
     assert st['accepted'] == 2
-    lines = requests.get(base + '/_receiver/messages').text.splitlines()
+    lines = requests.get(base + '/_receiver/messages', headers=ctl).text.splitlines()
     assert [json.loads(x)['messageId'] for x in lines] == ['dev-1', 'dev-2']
-    r = requests.post(base + '/_receiver/mode', json={'mode': 'refuse_503', 'after_requests': 0})
+    r = requests.post(base + '/_receiver/mode', json={'mode': 'refuse_503', 'after_requests': 0},
+                      headers=ctl)
     assert r.status_code == 200
     assert post(rec, [msg(3)]).status_code == 503
-    assert requests.post(base + '/_receiver/mode', json={'mode': 'bogus'}).status_code == 400
+    assert requests.post(base + '/_receiver/mode', json={'mode': 'bogus'},
+                         headers=ctl).status_code == 400
 
 
 def test_keep_alive_reuses_connection_and_stop_closes_it():

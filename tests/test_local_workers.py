@@ -216,3 +216,70 @@ def test_worker_count_reads_zero_as_every_core_for_the_throttle_and_the_workers(
     assert worker_processes(_options()) == 0 and sending_processes(_options()) == 1
     threads = _options('--direct_num_workers', '3', '--direct_running_mode', 'multi_threading')
     assert worker_processes(threads) == 0 and sending_processes(threads) == 1
+
+
+def _socket_folder(workers):
+    return os.path.dirname(workers.command().split()[-1].strip("'"))
+
+
+def test_peer_uid_reads_the_connecting_process_uid():
+    import socket as socket_mod
+    from pipeline.local_workers import peer_uid
+    a, b = socket_mod.socketpair(socket_mod.AF_UNIX)
+    with a, b:
+        assert peer_uid(a) == os.getuid()
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason='needs root to connect as another uid')
+def test_the_zygote_refuses_a_client_of_another_uid(tmp_path):
+    """Even with the folder and socket opened up, a client of another uid gets no worker."""
+    out = tmp_path / 'env.json'
+    os.chmod(tmp_path, 0o777)
+    with WarmWorkers(target=_write_env_then_exit(0)).start() as workers:
+        folder = _socket_folder(workers)
+        os.chmod(folder, 0o777)
+        os.chmod(os.path.join(folder, 'zygote.sock'), 0o777)
+        script = ('import os, socket, sys; os.setgid(65534); os.setuid(65534); '
+                  's = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])\n'
+                  'try:\n    s.sendall(b\'{"OUT_FILE": "%s"}\\n\')\n'
+                  '    print(repr(s.makefile("rb").readline()))\n'
+                  'except (ConnectionResetError, BrokenPipeError):\n    print(repr(b""))' % out)
+        other = subprocess.run([sys.executable, '-c', script,
+                                os.path.join(folder, 'zygote.sock')],
+                               capture_output=True, text=True, timeout=30)
+        assert other.returncode == 0, other.stderr
+        assert other.stdout.strip() == "b''"        # closed without an answer
+        assert not out.exists()                     # no worker ran
+        own = _attach(workers, {'OUT_FILE': str(out)})   # our own uid still gets one
+        assert own.wait(30) == 0 and out.exists()
+
+
+@pytest.mark.parametrize('victim', ['launcher', 'launcher-sigkill', 'zygote'])
+def test_the_socket_folder_goes_away_on_sigterm_and_kill(tmp_path, victim):
+    """A launcher stopped by SIGTERM (or killed outright) leaves no socket folder behind."""
+    script = ('import sys, time; sys.path.insert(0, %r)\n'
+              'from pipeline.local_workers import WarmWorkers\n'
+              'w = WarmWorkers().start()\n'
+              'print(w.command().split()[-1].strip("\'"), w.pid, flush=True)\n'
+              'try:\n    time.sleep(60)\nfinally:\n    w.close()\n' % str(ROOT))
+    proc = subprocess.Popen([sys.executable, '-c', script], stdout=subprocess.PIPE, text=True)
+    sock, zygote = proc.stdout.readline().split()
+    folder = os.path.dirname(sock)
+    assert os.path.isdir(folder)
+    if victim == 'zygote':
+        os.kill(int(zygote), signal.SIGTERM)
+    else:
+        proc.send_signal(signal.SIGKILL if victim == 'launcher-sigkill' else signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while os.path.exists(folder):
+        assert time.monotonic() < deadline, f'{folder} left behind after {victim}'
+        time.sleep(0.05)
+    if victim != 'zygote':
+        proc.wait(20)
+        deadline = time.monotonic() + 20
+        while _alive(int(zygote)):
+            assert time.monotonic() < deadline, 'zygote outlived its launcher'
+            time.sleep(0.05)
+    else:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 143

@@ -23,7 +23,7 @@ from pathlib import Path
 import fastavro
 import pytest
 
-from devtools.receiver import FAULT_KINDS, SegmentReceiver
+from devtools.receiver import FAULT_KINDS, SegmentReceiver, control_headers
 from pipeline.main import run
 from devtools.sample import generate
 from tests.helpers import balanced, read_rejects
@@ -152,8 +152,9 @@ class ReceiverProcess:
         return f'http://127.0.0.1:{self.port}/v1/batch'
 
     def stats(self):
-        with urllib.request.urlopen(f'http://127.0.0.1:{self.port}/_receiver/stats',
-                                    timeout=2) as r:
+        req = urllib.request.Request(f'http://127.0.0.1:{self.port}/_receiver/stats',
+                                     headers=control_headers(KEY))
+        with urllib.request.urlopen(req, timeout=2) as r:
             return json.loads(r.read())
 
     def kill(self):

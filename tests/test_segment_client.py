@@ -46,10 +46,11 @@ class FakeSession:
         self.script = list(script)
         self.posts = []
 
-    def post(self, url, data, headers, timeout):
+    def post(self, url, data, headers, timeout, allow_redirects=True):
         body = json.loads(data)
         ids = [m['messageId'] for m in body['batch']]
-        self.posts.append({'ids': ids, 'headers': headers, 'sentAt': body.get('sentAt')})
+        self.posts.append({'ids': ids, 'headers': headers, 'sentAt': body.get('sentAt'),
+                           'allow_redirects': allow_redirects})
         step = self.script.pop(0) if self.script else 200
         if callable(step):
             step = step(ids)

@@ -29,13 +29,14 @@ class DeliverToSegment(beam.PTransform):
     def __init__(self, sender: beam.DoFn, rejects_prefix: str, message_id_prefix: str = '',
                  library_version: str = '', integrations: Optional[Dict[str, Any]] = None,
                  mapping: str = 'classic', include_anonymous: bool = False,
-                 live: LiveChannel = LiveChannel()):
+                 live: LiveChannel = LiveChannel(), input_id: Optional[str] = None):
         super().__init__()
         self.sender = sender
         self.rejects_prefix = rejects_prefix
         self.mapping = (message_id_prefix, library_version, integrations, mapping,
                         include_anonymous, live)
         self.live = live
+        self.input_id = input_id
 
     def expand(self, inputs):
         pipeline = next(iter(inputs.values())).pipeline
@@ -52,4 +53,4 @@ class DeliverToSegment(beam.PTransform):
         batches, batch_rejects = messages | 'Batch' >> BatchMessages()
         send_rejects = batches | 'Send' >> SendToSegment(self.sender)
         return (tuple(rejects) + (batch_rejects, send_rejects)
-                | 'Rejects' >> WriteRejects(self.rejects_prefix, self.live))
+                | 'Rejects' >> WriteRejects(self.rejects_prefix, self.input_id, self.live))

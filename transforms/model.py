@@ -53,6 +53,7 @@ class Reject(NamedTuple):
     record: Optional[Dict[str, Any]] = None
     mapping: Optional[str] = None
     include_anonymous: bool = False
+    input: Optional[str] = None     # the run's --input: replay re-reads only files under it
 
     @property
     def is_file(self) -> bool:
@@ -68,6 +69,8 @@ class Reject(NamedTuple):
         if self.mapping is not None:
             out['mapping'] = self.mapping
             out['include_anonymous'] = bool(self.include_anonymous)
+        if self.input is not None:
+            out['input'] = self.input
         return json.dumps(out, ensure_ascii=False, separators=(',', ':'), default=_json_safe)
 
 

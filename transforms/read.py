@@ -1,5 +1,20 @@
-"""Read: decode the listed Currents files; what will not decode becomes a reject."""
-from typing import FrozenSet, List, Optional, Tuple
+"""Read: decode the listed Currents files; what will not decode becomes a reject.
+
+Reading never trusts the file (README, "Hostile input"): the container is parsed here, with
+limits, and only the records go through fastavro's decoder. A file that breaks a limit is one
+`unreadable_file` reject and the run goes on:
+
+- codecs: only those Braze writes (null, deflate, snappy);
+- writer schema: no recursive types, at most MAX_SCHEMA_DEPTH levels of nesting, checked on the
+  parsed JSON before fastavro sees it (its compiled decoder recurses and can crash the process);
+- blocks: at most MAX_BLOCK_BYTES decompressed, and a record count the block's bytes can hold
+  (count x smallest possible record <= bytes), both checked before any record is produced.
+"""
+import io
+import json
+import re
+import zlib
+from typing import FrozenSet, Iterator, List, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
 import fastavro
@@ -14,71 +29,301 @@ from transforms.progress import LiveChannel
 REJECTS = 'rejects'
 REPORT_EVERY = 1024   # records between live progress reports (and stop checks) within a file
 
-
 AVRO_MAGIC = b'Obj\x01'
+SYNC_SIZE = 16
+CODECS = ('null', 'deflate', 'snappy')
+# Braze writes up to 100,000 events per file and its real records are at most ~850 bytes
+# (currents-samples): even a whole file in one block is ~85 MB (Avro writers flush blocks far
+# sooner, every ~64 KB by default). 128 MiB is 1.5x that worst case; a block is held twice
+# while it is decompressed, so a worker thread never needs more than ~256 MiB for one.
+MAX_BLOCK_BYTES = 128 * 1024 * 1024
+MAX_HEADER_BYTES = 1024 * 1024     # real headers are a few KB (one schema)
+MAX_SCHEMA_DEPTH = 32              # Braze's schemas need 4 (record, field type, union, {type})
+_PRIMITIVE_MIN_BYTES = {'null': 0, 'boolean': 1, 'int': 1, 'long': 1, 'float': 4, 'double': 8,
+                        'bytes': 1, 'string': 1}
 
 
-class NotAvro(ValueError):
+class UnreadableFile(ValueError):
+    """The file (or its rest) cannot be read; the message says why, in one line."""
+
+
+class NotAvro(UnreadableFile):
     pass
 
 
-def _check_magic(handle) -> None:
-    """A clear reason for empty and non-Avro files, instead of a decoder's puzzling error."""
+class CorruptBlock(UnreadableFile):
+    pass
+
+
+class RefusedFile(UnreadableFile):
+    """The file breaks one of the reading limits above."""
+
+
+class Header(NamedTuple):
+    schema: dict
+    fullname: str
+    codec: str
+    sync: bytes
+    min_record_bytes: int
+
+
+def _read_exact(handle, n: int, what: str) -> bytes:
+    data = handle.read(n) if n else b''
+    if len(data) != n:
+        raise UnreadableFile(f'file ends inside {what} ({len(data)} of {n} bytes)')
+    return data
+
+
+def _read_long(handle, what: str, eof_ok: bool = False) -> Optional[int]:
+    """An Avro zig-zag varint (at most 10 bytes); None at a clean end of file if eof_ok."""
+    shift = value = 0
+    for i in range(10):
+        b = handle.read(1)
+        if not b:
+            if i == 0 and eof_ok:
+                return None
+            raise UnreadableFile(f'file ends inside {what}')
+        byte = b[0]
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return (value >> 1) ^ -(value & 1)
+        shift += 7
+    raise CorruptBlock(f'{what}: varint longer than 10 bytes')
+
+
+def _json_depth(text: str) -> int:
+    """Bracket nesting of a JSON text, strings left out: checked before json.loads."""
+    brackets = re.sub(r'[^\[\]{}]', '', re.sub(r'"(?:[^"\\]|\\.)*"', '', text))
+    depth = deepest = 0
+    for c in brackets:
+        depth += 1 if c in '[{' else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def schema_min_record_bytes(schema) -> int:
+    """The fewest bytes one record of `schema` can take; refuses recursive or too-deep schemas.
+
+    Walks the parsed JSON itself (fastavro's parser and decoder recurse; a record holding its
+    own type, or thousands of nested records, can crash them).
+    """
+    named = {}                  # full name -> min bytes, once defined
+
+    def fullname(name: str, namespace: str) -> str:
+        return name if '.' in name or not namespace else f'{namespace}.{name}'
+
+    def walk(s, namespace: str, depth: int, open_names: tuple) -> int:
+        if depth > MAX_SCHEMA_DEPTH:
+            raise RefusedFile(f'writer schema nests deeper than {MAX_SCHEMA_DEPTH} levels')
+        if isinstance(s, str):
+            if s in _PRIMITIVE_MIN_BYTES:
+                return _PRIMITIVE_MIN_BYTES[s]
+            for candidate in (fullname(s, namespace), s):
+                if candidate in open_names:
+                    raise RefusedFile(f'writer schema is recursive (type {s!r} contains itself)')
+                if candidate in named:
+                    return named[candidate]
+            raise RefusedFile(f'writer schema names an unknown type {s!r}')
+        if isinstance(s, list):
+            if not s:
+                raise RefusedFile('writer schema has an empty union')
+            return 1 + min(walk(b, namespace, depth + 1, open_names) for b in s)
+        if not isinstance(s, dict):
+            raise RefusedFile(f'writer schema has an invalid type {s!r:.60}')
+        t = s.get('type')
+        if t in ('record', 'error', 'enum', 'fixed'):
+            name = s.get('name')
+            if not isinstance(name, str):
+                raise RefusedFile(f'writer schema has a {t} without a name')
+            ns = s.get('namespace') if isinstance(s.get('namespace'), str) else namespace
+            full = fullname(name, ns)
+            ns = full.rsplit('.', 1)[0] if '.' in full else ''
+            if t == 'enum':
+                named[full] = 1
+            elif t == 'fixed':
+                size = s.get('size')
+                named[full] = size if isinstance(size, int) and size >= 0 else 0
+            else:
+                fields = s.get('fields')
+                if not isinstance(fields, list):
+                    raise RefusedFile(f'writer schema record {full!r} has no fields list')
+                total = 0
+                for f in fields:
+                    if not isinstance(f, dict) or 'type' not in f:
+                        raise RefusedFile(f'writer schema record {full!r} has an invalid field')
+                    total += walk(f['type'], ns, depth + 1, open_names + (full,))
+                named[full] = total
+            return named[full]
+        if t in ('array', 'map'):
+            item = s.get('items' if t == 'array' else 'values')
+            if walk(item, namespace, depth + 1, open_names) == 0:
+                raise RefusedFile(f'writer schema has an {t} of zero-byte items')
+            return 1
+        if t is not None:   # {"type": "string", ...} and friends
+            return walk(t, namespace, depth + 1, open_names)
+        raise RefusedFile('writer schema has a type without "type"')
+
+    return walk(schema, '', 0, ())
+
+
+def read_header(handle) -> Header:
+    """Magic, metadata (codec, schema) and sync marker, each bounded and checked."""
     head = handle.read(4)
     if not head:
         raise NotAvro('empty file (0 bytes)')
     if head != AVRO_MAGIC:
         raise NotAvro('not an Avro object container file (no Obj\\x01 magic)')
-    handle.seek(0)
-
-
-class CorruptBlock(ValueError):
-    pass
-
-
-def _checked_records(reader):
-    """Records block by block, refusing a block whose record count does not match its bytes.
-
-    fastavro trusts each block's count: a corrupted (smaller, zero, negative) count would
-    silently skip the rest of the block. Here leftover bytes make the rest of the file a reject.
-    """
-    for number, block in enumerate(reader):
-        if block.num_records < 0:
-            raise CorruptBlock(f'block {number} declares {block.num_records} records')
-        yield from block
-        if block.bytes_.read(1):
-            raise CorruptBlock(f'block {number} holds more data than its {block.num_records} '
-                               f'records')
-
-
-def _salvage(path: str, skip: int) -> list:
-    """The whole records of a block whose end is damaged (e.g. a file cut in its sync marker).
-
-    Block-level reading drops such a block entirely; fastavro's record reader yields its
-    records before it looks for the sync marker. Only used on files that already failed.
-    """
-    found = []
+    meta, used = {}, 4
+    while True:
+        count = _read_long(handle, 'the header')
+        if count == 0:
+            break
+        if count < 0:
+            count = -count
+            _read_long(handle, 'the header')   # the block's byte size: not needed
+        if count > 1000:
+            raise RefusedFile(f'header declares {count} metadata entries')
+        for _ in range(count):
+            parts = []
+            for what in ('a header key', 'a header value'):
+                n = _read_long(handle, what)
+                used += n if n > 0 else 0
+                if n < 0 or used > MAX_HEADER_BYTES:
+                    raise RefusedFile(f'header larger than {MAX_HEADER_BYTES:,} bytes'
+                                      if n >= 0 else 'header has a negative length')
+                parts.append(_read_exact(handle, n, what))
+            meta[parts[0].decode('utf-8', 'replace')] = parts[1]
+    sync = _read_exact(handle, SYNC_SIZE, 'the header sync marker')
+    codec = meta.get('avro.codec', b'null').decode('utf-8', 'replace') or 'null'
+    if codec not in CODECS:
+        raise RefusedFile(f'codec {codec[:40]!r} is not one Braze writes '
+                          f'(only {", ".join(CODECS)} are read)')
+    if 'avro.schema' not in meta:
+        raise NotAvro('Avro header has no writer schema')
     try:
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-            for index, record in enumerate(fastavro.reader(handle)):
-                if index >= skip:
-                    found.append(record)
-    except Exception:
-        pass
-    return found
+        text = meta['avro.schema'].decode('utf-8')
+        if _json_depth(text) > MAX_SCHEMA_DEPTH * 2:
+            raise RefusedFile(f'writer schema nests deeper than {MAX_SCHEMA_DEPTH} levels')
+        schema = json.loads(text)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        if isinstance(exc, RefusedFile):
+            raise
+        raise NotAvro(f'writer schema is not valid JSON: {type(exc).__name__}') from None
+    min_bytes = schema_min_record_bytes(schema)
+    if min_bytes == 0:
+        raise RefusedFile('writer schema allows zero-byte records (no record could be counted '
+                          'against its bytes)')
+    name = schema.get('name', '') if isinstance(schema, dict) else ''
+    namespace = schema.get('namespace', '') if isinstance(schema, dict) else ''
+    full = name if not isinstance(namespace, str) or not namespace or '.' in str(name) \
+        else f'{namespace}.{name}'
+    return Header(schema, str(full), codec, sync, min_bytes)
+
+
+def _check_block(number: int, count: int, size: int, header: Header) -> None:
+    if count < 0:
+        raise CorruptBlock(f'block {number} declares {count} records')
+    if size < 0:
+        raise CorruptBlock(f'block {number} declares {size} bytes')
+    if size > MAX_BLOCK_BYTES:
+        raise RefusedFile(f'block {number} declares {size:,} bytes, over the '
+                          f'{MAX_BLOCK_BYTES:,}-byte limit')
+    if count * header.min_record_bytes > MAX_BLOCK_BYTES:
+        raise RefusedFile(f'block {number} declares {count:,} records, more than '
+                          f'{MAX_BLOCK_BYTES:,} bytes can hold')
+
+
+def _decompress(number: int, codec: str, data: bytes) -> bytes:
+    """A block's data, decompressed to at most MAX_BLOCK_BYTES (no decompression bombs)."""
+    if codec == 'null':
+        return data
+    if codec == 'deflate':
+        inflater = zlib.decompressobj(-15)
+        try:
+            out = inflater.decompress(data, MAX_BLOCK_BYTES + 1)
+        except zlib.error as exc:
+            raise CorruptBlock(f'block {number}: deflate data is corrupt ({exc})') from None
+        if len(out) > MAX_BLOCK_BYTES or inflater.unconsumed_tail:
+            raise RefusedFile(f'block {number} inflates past the {MAX_BLOCK_BYTES:,}-byte limit')
+        return out
+    # snappy (Avro: raw snappy, then a 4-byte CRC32); its preamble states the size.
+    stream = io.BytesIO(data[:-4])
+    size = shift = 0
+    for _ in range(5):
+        b = stream.read(1)
+        if not b:
+            raise CorruptBlock(f'block {number}: snappy data is corrupt (no length)')
+        size |= (b[0] & 0x7F) << shift
+        shift += 7
+        if not b[0] & 0x80:
+            break
+    if size > MAX_BLOCK_BYTES:
+        raise RefusedFile(f'block {number} declares {size:,} bytes uncompressed, over the '
+                          f'{MAX_BLOCK_BYTES:,}-byte limit')
+    from cramjam import snappy
+    try:
+        return bytes(snappy.decompress_raw(data[:-4]))
+    except Exception as exc:  # noqa: BLE001 - cramjam raises its own DecompressionError
+        raise CorruptBlock(f'block {number}: snappy data is corrupt ({exc})') from None
+
+
+def block_headers(handle, header: Header) -> Iterator[Tuple[int, int]]:
+    """(record count, block bytes) per block, reading only the block headers and sync markers:
+    the data is skipped with seek, never read or decompressed (--plan)."""
+    number = 0
+    while True:
+        count = _read_long(handle, f'block {number} header', eof_ok=True)
+        if count is None:
+            return
+        size = _read_long(handle, f'block {number} header')
+        _check_block(number, count, size, header)
+        if header.codec == 'null' and count * header.min_record_bytes > size:
+            raise CorruptBlock(f'block {number} declares {count:,} records in {size:,} bytes')
+        handle.seek(size, io.SEEK_CUR)
+        if _read_exact(handle, SYNC_SIZE, f'block {number} sync marker') != header.sync:
+            raise CorruptBlock(f'block {number} is not followed by the sync marker')
+        yield count, size
+        number += 1
+
+
+def records(handle, header: Header) -> Iterator[dict]:
+    """Every record, block by block, each block checked before its first record is produced."""
+    parsed = fastavro.parse_schema(header.schema)
+    number = 0
+    while True:
+        count = _read_long(handle, f'block {number} header', eof_ok=True)
+        if count is None:
+            return
+        size = _read_long(handle, f'block {number} header')
+        _check_block(number, count, size, header)
+        data = _decompress(number, header.codec,
+                           _read_exact(handle, size, f'block {number} data'))
+        if count * header.min_record_bytes > len(data):
+            raise CorruptBlock(f'block {number} declares {count:,} records in {len(data):,} '
+                               f'bytes')
+        stream = io.BytesIO(data)
+        for _ in range(count):
+            yield fastavro.schemaless_reader(stream, parsed, None)
+        if stream.tell() != len(data):
+            raise CorruptBlock(f'block {number} holds more data than its {count} records')
+        if _read_exact(handle, SYNC_SIZE, f'block {number} sync marker') != header.sync:
+            raise CorruptBlock(f'block {number} is not followed by the sync marker')
+        number += 1
 
 
 class ReadCurrentsFileFn(beam.DoFn):
     """Decodes one Avro file by field name with its own writer schema.
 
-    A corrupt, truncated, empty or non-Avro file never stops the run: the records that decode
-    go on, the rest of the file becomes one `unreadable_file` reject.
+    A corrupt, truncated, empty, non-Avro or hostile file never stops the run: the records that
+    decode go on, the rest of the file becomes one `unreadable_file` reject.
     """
 
     reporter, stop = progress.NO_REPORTER, progress.NO_STOP   # until setup()
 
-    def __init__(self, event_types: FrozenSet[str], live: LiveChannel = LiveChannel()):
+    def __init__(self, event_types: FrozenSet[str], skip_files: FrozenSet[str] = frozenset(),
+                 live: LiveChannel = LiveChannel()):
         self.event_types = event_types
+        self.skip_files = skip_files
         self.live = live
 
     def setup(self):
@@ -94,27 +339,24 @@ class ReadCurrentsFileFn(beam.DoFn):
         handle = None
         try:
             try:
+                if path in self.skip_files:   # a worker died on it: one reject, never opened
+                    raise UnreadableFile('not read: listed in --skip_files')
                 handle = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
-                _check_magic(handle)
-                reader = fastavro.block_reader(handle)
+                header = read_header(handle)
                 if event_type is None:
-                    event_type = self._type_from_header(reader)
+                    event_type = self._type_from_header(header)
                     if event_type is None:
                         return
-                records = _checked_records(reader)
+                found = records(handle, header)
             except Exception as exc:
                 yield self._unreadable(path, event_type, exc, decoded)
                 return
             while True:
                 try:
-                    record = next(records)
+                    record = next(found)
                 except StopIteration:
                     break
                 except Exception as exc:
-                    if not isinstance(exc, CorruptBlock):
-                        for record in _salvage(path, decoded):
-                            decoded += 1
-                            yield CurrentsEvent(event_type, path, record)
                     yield self._unreadable(path, event_type, exc, decoded)
                     return
                 if decoded - reported >= REPORT_EVERY:
@@ -135,11 +377,9 @@ class ReadCurrentsFileFn(beam.DoFn):
             if handle is not None:
                 handle.close()
 
-    def _type_from_header(self, reader) -> Optional[str]:
+    def _type_from_header(self, header: Header) -> Optional[str]:
         """No event_type= in the path: the writer schema's full name says which type it is."""
-        fullname = reader.writer_schema.get('name', '') if isinstance(
-            reader.writer_schema, dict) else ''
-        event_type = event_type_from_schema_name(fullname, self.event_types)
+        event_type = event_type_from_schema_name(header.fullname, self.event_types)
         if event_type is None or event_type not in self.event_types:
             counts.counter(counts.FILES_SKIPPED, 'skip_type').inc()
             return None
@@ -158,10 +398,11 @@ class ReadCurrentsEvents(beam.PTransform):
     """Listed files → (CurrentsEvent PCollection, Reject PCollection)."""
 
     def __init__(self, files: List[Tuple[str, Optional[str]]], event_types: FrozenSet[str],
-                 live: LiveChannel = LiveChannel()):
+                 skip_files: FrozenSet[str] = frozenset(), live: LiveChannel = LiveChannel()):
         super().__init__()
         self.files = files
         self.event_types = event_types
+        self.skip_files = skip_files
         self.live = live
 
     def expand(self, pbegin):
@@ -169,5 +410,6 @@ class ReadCurrentsEvents(beam.PTransform):
                   | 'Files' >> beam.Create(self.files)
                   | 'SpreadFiles' >> beam.Reshuffle()
                   | 'DecodeAvro' >> beam.ParDo(
-                      ReadCurrentsFileFn(self.event_types, self.live)).with_outputs(REJECTS, main='events'))
+                      ReadCurrentsFileFn(self.event_types, self.skip_files, self.live)).with_outputs(
+                          REJECTS, main='events'))
         return result.events, result[REJECTS]

@@ -1,4 +1,6 @@
 """Rejects: every undeliverable event or unreadable file, as replayable JSON Lines (CONTRACT §5)."""
+from typing import Optional
+
 import apache_beam as beam
 from apache_beam.transforms import window as beam_window
 
@@ -7,8 +9,12 @@ from transforms.model import Reject
 from transforms.progress import LiveChannel
 
 
-def count_and_serialize(reject: Reject) -> str:
-    """Counts a reject for the summary (per event type and reason) and makes its JSON line."""
+def count_and_serialize(reject: Reject, input_id: Optional[str] = None) -> str:
+    """Counts a reject for the summary (per event type and reason) and makes its JSON line.
+
+    Each line names the run's input, so replay re-reads only files under it."""
+    if input_id and reject.input is None:
+        reject = reject._replace(input=input_id)
     if reject.is_file:
         counts.counter(counts.REASON, reject.reason).inc()
     else:
@@ -22,7 +28,8 @@ class CountRejectsFn(beam.DoFn):
 
     reporter, stop = progress.NO_REPORTER, progress.NO_STOP   # until setup()
 
-    def __init__(self, live: LiveChannel = LiveChannel()):
+    def __init__(self, input_id: Optional[str] = None, live: LiveChannel = LiveChannel()):
+        self.input_id = input_id
         self.live = live
 
     def setup(self):
@@ -31,15 +38,17 @@ class CountRejectsFn(beam.DoFn):
     def process(self, reject: Reject):
         if not reject.is_file:
             self.reporter.add(progress.REJECTED)
-        return [count_and_serialize(reject)]
+        return [count_and_serialize(reject, self.input_id)]
 
 
 class WriteRejects(beam.PTransform):
     """Flattens the rejects of every step and writes them under --rejects (local or gs://)."""
 
-    def __init__(self, file_path_prefix: str, live: LiveChannel = LiveChannel()):
+    def __init__(self, file_path_prefix: str, input_id: Optional[str] = None,
+                 live: LiveChannel = LiveChannel()):
         super().__init__()
         self.file_path_prefix = file_path_prefix
+        self.input_id = input_id
         self.live = live
 
     def expand(self, reject_pcolls):
@@ -47,6 +56,6 @@ class WriteRejects(beam.PTransform):
         return (reject_pcolls
                 | 'AllRejects' >> beam.Flatten()
                 | 'GlobalWindow' >> beam.WindowInto(beam_window.GlobalWindows())
-                | 'ToJsonLine' >> beam.ParDo(CountRejectsFn(self.live))
+                | 'ToJsonLine' >> beam.ParDo(CountRejectsFn(self.input_id, self.live))
                 | 'WriteJsonLines' >> beam.io.WriteToText(
                     self.file_path_prefix, file_name_suffix='.jsonl', skip_if_empty=True))

@@ -6,6 +6,7 @@ import base64
 import datetime
 import gzip
 import random
+import re
 import threading
 import time
 from collections import Counter
@@ -25,10 +26,29 @@ TRANSIENT_ERRORS = (requests.ConnectionError, requests.Timeout,
 
 
 STOPPED = -1   # pseudo status: the run was asked to stop before this batch was answered
+MAX_RESPONSE_TEXT = 500   # characters of Segment's answer kept in a reject or an error line
+_CREDENTIALS = re.compile(r'(?i)\b(basic|bearer)\s+[A-Za-z0-9+/=._~-]+|'
+                          r'(authorization|write_?key|api_?key)(["\'\s:=]+)(?:(?:basic|bearer)\s+)?'
+                          r'[^\s"\',;}]+')
 
 
 class SegmentConfigurationError(RuntimeError):
-    """Segment refused the configuration (401/403/404): the run must stop, not retry."""
+    """Segment refused the configuration (401/403/404, or a redirect): the run must stop."""
+
+
+def scrub_response(text: str, secrets=()) -> str:
+    """An endpoint's answer made safe for a reject or a line: no credentials, one line, short.
+
+    An endpoint that echoes the request would otherwise put the Authorization header (the write
+    key) into the rejects.
+    """
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, '[redacted]')
+    text = _CREDENTIALS.sub(lambda m: (m.group(1) + ' [redacted]') if m.group(1)
+                            else f'{m.group(2)}{m.group(3)}[redacted]', text)
+    text = ' '.join(text.split())
+    return text[:MAX_RESPONSE_TEXT] + ('...' if len(text) > MAX_RESPONSE_TEXT else '')
 
 
 def sent_at_now() -> str:
@@ -113,6 +133,9 @@ class SegmentClient:
         self.endpoint = endpoint
         self.headers = {'Content-Type': 'application/json', 'Authorization': basic_auth(write_key),
                         'User-Agent': 'currents-to-segment'}
+        self._secrets = tuple(s for s in {
+            write_key, basic_auth(write_key)[6:],
+            base64.b64encode(write_key.encode('utf-8')).decode('ascii')} if len(s) >= 4)
         if use_gzip:
             self.headers['Content-Encoding'] = 'gzip'
         self.timeout = timeout
@@ -176,15 +199,22 @@ class SegmentClient:
             retry_after = None
             try:
                 response = self.session.post(self.endpoint, data=body, headers=self.headers,
-                                             timeout=self.timeout)
+                                             timeout=self.timeout, allow_redirects=False)
             except TRANSIENT_ERRORS as exc:
                 label, last = type(exc).__name__, f'{type(exc).__name__} (no answer from Segment)'
             else:
                 status = response.status_code
-                label, last = str(status), f'HTTP {status}: {response.text[:1000]}'
+                if 300 <= status < 400:   # never followed: the key would go to another host
+                    self._record(outcome, str(status), started, len(messages))
+                    raise SegmentConfigurationError(
+                        f'the endpoint answered HTTP {status} (a redirect) at {self.endpoint}: '
+                        f'redirects are not followed, so the write key only goes to the '
+                        f'endpoint given; fix --segment_endpoint/--segment_region')
+                text = scrub_response(response.text, self._secrets)
+                label, last = str(status), f'HTTP {status}: {text}'
                 if classify(status) != RETRY:
                     self._record(outcome, label, started, len(messages))
-                    return status, response.text[:2000]
+                    return status, text
                 retry_after = retry_after_seconds(response.headers.get('Retry-After'))
                 if status == 429:
                     self.limiter.pause(retry_after if retry_after is not None else 1.0)

@@ -31,6 +31,26 @@ def _count_unsent(messages):
     _count_by_type(counts.UNSENT, messages)
 
 
+def configure_session(session, endpoint: str, use_env_proxy: bool = False) -> None:
+    """The write key goes only to the endpoint (README, "Where the write key goes").
+
+    No proxy, netrc or CA bundle from the environment (`trust_env=False`): HTTP_PROXY would hand
+    the key to whoever runs the proxy. With --use_env_proxy, the environment's proxy is used for
+    https endpoints only (the proxy then sees a TLS tunnel, not the key), NO_PROXY honoured.
+    """
+    import os
+    from requests.utils import get_environ_proxies
+    session.trust_env = False
+    session.proxies = {}
+    if use_env_proxy and endpoint.startswith('https://'):
+        proxy = get_environ_proxies(endpoint).get('https')
+        if proxy:
+            session.proxies = {'https': proxy}
+        bundle = os.environ.get('REQUESTS_CA_BUNDLE') or os.environ.get('CURL_CA_BUNDLE')
+        if bundle:
+            session.verify = bundle
+
+
 class WriteRequestBodiesFn(beam.DoFn):
     """Dry run: writes each exact request body to a file instead of sending it.
 
@@ -72,8 +92,9 @@ class SendBatchesFn(beam.DoFn):
 
     def __init__(self, endpoint, key_source: WriteKeySource, timeout=30.0, use_gzip=False,
                  max_retry_seconds=600.0, events_per_second=0.0, max_in_flight=4,
-                 sent_at=False, live: LiveChannel = LiveChannel()):
+                 sent_at=False, live: LiveChannel = LiveChannel(), use_env_proxy=False):
         self.endpoint = endpoint
+        self.use_env_proxy = use_env_proxy
         self.key_source = key_source
         self.timeout = timeout
         self.use_gzip = use_gzip
@@ -91,6 +112,7 @@ class SendBatchesFn(beam.DoFn):
         import requests
         from requests.adapters import HTTPAdapter
         self.session = requests.Session()
+        configure_session(self.session, self.endpoint, self.use_env_proxy)
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self.max_in_flight, max_retries=0)
         self.session.mount('https://', adapter)
         self.session.mount('http://', adapter)
