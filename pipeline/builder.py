@@ -1,4 +1,4 @@
-"""Builds the pipeline (read → map → batch → send → rejects → manifest) without running it."""
+"""Builds the pipeline (read → map → batch → send → rejects → records) without running it."""
 from typing import Iterable, List, Optional, Tuple
 
 import apache_beam as beam
@@ -7,10 +7,11 @@ from apache_beam.options.pipeline_options import (DebugOptions, PipelineOptions,
 from apache_beam.runners.runner import PipelineRunner
 
 import pipeline
+from pipeline.ledger import segment_path
 from pipeline.local_runner import worker_processes
 from pipeline.options import RunSettings
 from transforms.batch import BatchMessages
-from transforms.manifest import WriteManifestFn
+from transforms.manifest import WriteDeliveredFn, WriteManifestFn
 from transforms.map import MapToSegment
 from transforms.read import ReadCurrentsEvents
 from transforms.rejects import WriteRejects
@@ -52,7 +53,9 @@ def build_pipeline(settings: RunSettings, files: List[Tuple[str, Optional[str]]]
                    options: PipelineOptions, wave: str = 'w0',
                    partitions: Iterable[str] = (), manifest_path: Optional[str] = None,
                    runner: Optional[PipelineRunner] = None) -> beam.Pipeline:
-    """One wave: these files, sent (or written, in a dry run), rejects, then its manifest."""
+    """One wave: these files, sent (or written, in a dry run), rejects, then its records:
+    the resume manifest (`manifest_path`) and the per-file record (when the settings carry
+    the listed files' stamps), both written only once the rejects are durable."""
     if is_dataflow(options) and len(files) > LARGE_GRAPH_FILES:
         options.view_as(DebugOptions).add_experiment('upload_graph')  # job graph over 10 MB
     sender = send_step(settings, options)  # may add experiments: before Pipeline copies options
@@ -64,9 +67,19 @@ def build_pipeline(settings: RunSettings, files: List[Tuple[str, Optional[str]]]
     send_rejects = batches | 'Send' >> SendToSegment(sender)
     written = ((read_rejects, map_rejects, batch_rejects, send_rejects)
                | 'Rejects' >> WriteRejects(f'{settings.rejects}/rejects-{settings.run_id}-{wave}'))
+    if settings.dry_run_output:
+        return p   # a dry run delivers nothing, so it records nothing
+    stamps = settings.file_stamps
+    if settings.since_last_run or settings.follow:
+        # Partitions of a bucket still being written are never complete: record files only.
+        manifest_path = None
+    if manifest_path or stamps is not None:
+        rejects_written = written | 'CountRejectFiles' >> beam.combiners.Count.Globally()
     if manifest_path:
-        _ = (written
-             | 'CountRejectFiles' >> beam.combiners.Count.Globally()
-             | 'RecordCompleted' >> beam.ParDo(WriteManifestFn(
-                 manifest_path, settings.run_id, partitions, len(files))))
+        _ = rejects_written | 'RecordCompleted' >> beam.ParDo(WriteManifestFn(
+            manifest_path, settings.run_id, partitions, len(files)))
+    if stamps is not None:
+        delivered = [(path, *stamps[path]) for path, _ in files if path in stamps]
+        _ = rejects_written | 'RecordDelivered' >> beam.ParDo(WriteDeliveredFn(
+            segment_path(settings.rejects, settings.run_id, wave), delivered))
     return p

@@ -3,7 +3,7 @@ import datetime
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, FrozenSet, Optional
+from typing import Any, Dict, FrozenSet, Optional, Tuple
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -15,7 +15,7 @@ from transforms.write_key import WriteKeySource
 SECRET_NAME = re.compile(r'^projects/[^/]+/secrets/[^/]+/versions/[^/]+$')
 FORBIDDEN_FLAGS = ('--segment_write_key', '--write_key', '--segment-write-key', '--writeKey')
 # Options that only mean something to a local run: not Flex Template parameters (metadata.json).
-LOCAL_ONLY = frozenset({'fresh_worker_processes'})
+LOCAL_ONLY = frozenset({'fresh_worker_processes', 'follow', 'poll_seconds'})
 
 
 class CurrentsToSegmentOptions(PipelineOptions):
@@ -56,6 +56,13 @@ class CurrentsToSegmentOptions(PipelineOptions):
         a('--fresh_worker_processes', action='store_true', default=False,
           help='Local worker processes: start each cold, as Beam does, instead of forking '
                'warm ones from this process (Linux)')
+        a('--since_last_run', action='store_true', default=False,
+          help='Send only the input files not delivered by earlier runs with the same '
+               '--rejects (new or changed since); safe to start from a scheduler')
+        a('--follow', action='store_true', default=False,
+          help='Local: keep sending new input files every --poll_seconds until SIGINT/SIGTERM')
+        a('--poll_seconds', type=float, default=60.0,
+          help='With --follow: seconds between two looks at the input (default 60)')
 
 
 @dataclass
@@ -81,6 +88,12 @@ class RunSettings:
     wave_hours: Optional[int] = None
     wait: bool = False
     fresh_worker_processes: bool = False
+    since_last_run: bool = False
+    follow: bool = False
+    poll_seconds: float = 60.0
+    # path -> (bytes, modification stamp) of the listed files: the pipeline's last step records
+    # the files of its wave in the per-file record (pipeline/ledger.py) when this is set.
+    file_stamps: Optional[Dict[str, Tuple[int, float]]] = None
 
 
 def check_argv(argv) -> None:
@@ -142,6 +155,10 @@ def settings_from(options: PipelineOptions) -> RunSettings:
         raise UsageError('--max_in_flight must be at least 1')
     if o.wave_hours is not None and o.wave_hours < 0:
         raise UsageError('--wave_hours must be 0 (one wave) or positive')
+    if o.poll_seconds <= 0:
+        raise UsageError('--poll_seconds must be positive')
+    if o.follow and o.plan:
+        raise UsageError('--follow runs until stopped; --plan only prints: use one of them')
     return RunSettings(
         input=o.input, rejects=o.rejects.rstrip('/'),
         selector=FileSelector(event_types, start, end),
@@ -153,4 +170,5 @@ def settings_from(options: PipelineOptions) -> RunSettings:
         key_source=WriteKeySource(secret_name=o.segment_write_key_secret or None),
         run_id=datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%dT%H%M%S%fZ'),
         resume=o.resume, plan=o.plan, wave_hours=o.wave_hours, wait=o.wait,
-        fresh_worker_processes=o.fresh_worker_processes)
+        fresh_worker_processes=o.fresh_worker_processes,
+        since_last_run=o.since_last_run, follow=o.follow, poll_seconds=o.poll_seconds)

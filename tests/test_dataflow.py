@@ -287,7 +287,7 @@ EXAMPLES = {
     'segment_timeout': '12.5', 'max_retry_seconds': '300', 'max_events_per_second': '900',
     'max_in_flight': '8', 'integrations': '{"All": false, "Warehouses": true}',
     'segment_write_key_secret': SECRET, 'resume': 'true', 'plan': 'true', 'wave_hours': '24',
-    'wait': 'true',
+    'wait': 'true', 'since_last_run': 'true',
 }
 
 
