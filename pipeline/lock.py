@@ -187,8 +187,9 @@ class GcsStore(LockStore):
         blob = self.client.bucket(bucket).get_blob(name)
         if blob is None:
             return None
+        generation = blob.generation
         try:
-            return blob.download_as_bytes(if_generation_match=blob.generation), blob.generation
+            return blob.download_as_bytes(if_generation_match=generation), generation
         except NotFound:
             return None
         except Exception as exc:   # replaced between the two requests: read again
