@@ -46,11 +46,15 @@ class StopFlag:
             time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
 
 
-def wave_line(number: int, files, summary: Summary, seconds: float) -> str:
+def wave_line(number: int, files, summary: Summary, seconds: float, stamps=None) -> str:
+    """What one wave did; `files waited` = now minus the oldest modification stamp sent."""
     d = summary.as_dict()
+    now = time.time()
+    written = [stamps[f[0]][1] for f in files if stamps and f[0] in stamps]
+    waited = f', files waited up to {max(0.0, now - min(written)):.1f} s' if written else ''
     return (f'wave {number}: {len(files)} files, {d["read"]} events read, {d["sent"]} sent, '
             f'{d["dropped_no_external_user_id"]} dropped, {d["rejected"]} rejected '
-            f'in {seconds:.1f} s; {lag_text(files)}; balance '
+            f'in {seconds:.1f} s; {lag_text(files, now)}{waited}; balance '
             f'{"OK" if summary.balanced else "MISMATCH"}')
 
 
@@ -99,8 +103,8 @@ def follow(settings, options, argv, out) -> int:
                     return EXIT_FAILED
                 total = total.add(summary)
                 files_sent += len(wave)
-                print(wave_line(waves, wave, summary, time.monotonic() - started), file=out,
-                      flush=True)
+                print(wave_line(waves, wave, summary, time.monotonic() - started,
+                                settings.file_stamps), file=out, flush=True)
                 if stop.is_set:
                     break
             stop.sleep(settings.poll_seconds)

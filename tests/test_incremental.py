@@ -1,0 +1,397 @@
+"""Incremental runs: --since_last_run and --follow against the local receiver (real HTTP).
+
+The per-file record (pipeline/ledger.py) and the lock (pipeline/lock.py) are exercised through
+the real command: in-process `run([...])` for the quick checks, `python -m pipeline` subprocesses
+for overlapping launches, SIGKILL/SIGTERM and --follow with a writer thread adding files.
+"""
+import ast
+import datetime
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from devtools.receiver import SegmentReceiver
+from devtools.sample import generate
+from pipeline.ledger import COMPACT_AFTER, Ledger, ledger_dir, segment_path
+from pipeline.lock import LEASE_ENV, Lock, lock_path
+from pipeline.main import run
+from tests.helpers import avro_bytes, balanced, record
+from transforms.manifest import WriteDeliveredFn
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = 'wk_incremental-key-4242'
+SEND, OPEN = 'users.messages.email.Send', 'users.messages.pushnotification.Open'
+PREFIX = 'currents/dataexport.prod-01.GCS.integration.0123456789abcdef01234567'
+LAYOUTS = {   # Braze's current layout and the older `<schema-id>/<zone>/` one
+    'version': PREFIX + '/event_type={t}/date={d}/version=10/us-01/'
+                        'dataexport.prod-01.GCS.integration.0123456789abcdef01234567+0+{n}.avro',
+    'schema_id': PREFIX + '/event_type={t}/date={d}/7/us-01/'
+                          'dataexport.prod-01.GCS.integration.0123456789abcdef01234567+1+{n}.avro',
+}
+
+
+def put(root, event_type, first_id, count, date='2024-05-01-12', n=0, layout='version',
+        external='ext'):
+    """Writes one Currents file the way an object store shows it: whole or not at all."""
+    path = Path(root) / LAYOUTS[layout].format(t=event_type, d=date, n=n)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(root).parent / f'.writing-{os.getpid()}-{threading.get_ident()}'
+    tmp.write_bytes(avro_bytes(event_type, [record(first_id + i, external=external)
+                                            for i in range(count)]))
+    os.replace(tmp, path)
+    return path
+
+
+def ids(first, count):
+    return {f'evt-{first + i}' for i in range(count)}
+
+
+def since_last_run(tmp_path, root, url, *extra, name='run'):
+    out = io.StringIO()
+    summary = tmp_path / f'{name}.json'
+    code = run(['--input', str(root), '--rejects', str(tmp_path / 'rejects'),
+                '--segment_endpoint', url, '--since_last_run', '--summary_output', str(summary),
+                *extra], out=out)
+    return code, (json.loads(summary.read_text()) if summary.exists() else None), out.getvalue()
+
+
+def sent_once(root, tmp_path, *extra, name='run'):
+    """One --since_last_run against a fresh receiver: (exit, summary, output, accepted ids)."""
+    with SegmentReceiver(write_key=KEY) as receiver:
+        code, summary, text = since_last_run(tmp_path, root, receiver.url, *extra, name=name)
+        accepted = [m['messageId'] for m in receiver.messages()]
+        assert receiver.stats()['duplicates'] == 0
+    return code, summary, text, set(accepted)
+
+
+# ------------------------------------------------------------------------ since_last_run
+def test_since_last_run_sends_new_and_changed_files_and_never_an_unchanged_one(tmp_path,
+                                                                             monkeypatch):
+    monkeypatch.setenv('SEGMENT_WRITE_KEY', KEY)
+    root = tmp_path / 'in'
+    a = put(root, SEND, 0, 5, n=1)
+    put(root, SEND, 100, 5, n=2, layout='schema_id')
+    put(root, OPEN, 200, 5, date='2024-05-01-11', n=3)
+    code, summary, text, accepted = sent_once(root, tmp_path, name='first')
+    assert code == 0 and accepted == ids(0, 5) | ids(100, 5) | ids(200, 5) and balanced(summary)
+    assert '3 new or changed files to send, 0 delivered by earlier runs' in text
+
+    code, summary, text, accepted = sent_once(root, tmp_path, name='again')
+    assert code == 0 and accepted == set() and summary['files_read'] == 0
+    assert 'nothing new' in text and '0 new or changed files to send, 3 delivered' in text
+    assert summary['files_skipped_by_reason'] == {'delivered_by_earlier_run': 3}
+
+    # Braze adds a file to an earlier hour and one file is rewritten with more records.
+    a.write_bytes(avro_bytes(SEND, [record(i) for i in range(8)]))
+    put(root, OPEN, 300, 4, date='2024-05-01-09', n=4, layout='schema_id')
+    code, summary, text, accepted = sent_once(root, tmp_path, name='third')
+    assert code == 0 and accepted == ids(0, 8) | ids(300, 4)       # the rewritten file whole
+    assert summary['files_read'] == 2 and summary['sent'] == 12 and balanced(summary)
+
+    # Same size, new modification stamp (re-uploaded): read again too.
+    stat = os.stat(a)
+    os.utime(a, (stat.st_atime, stat.st_mtime + 60))
+    code, summary, _, accepted = sent_once(root, tmp_path, name='touched')
+    assert code == 0 and accepted == ids(0, 8) and summary['files_read'] == 1
+
+    code, _, _, accepted = sent_once(root, tmp_path, name='last')
+    assert code == 0 and accepted == set()
+
+
+def test_dry_runs_record_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv('SEGMENT_WRITE_KEY', KEY)
+    root = tmp_path / 'in'
+    put(root, SEND, 0, 5, n=1)
+    rejects = tmp_path / 'rejects'
+    for extra in (['--since_last_run'], [], ['--resume']):
+        code = run(['--input', str(root), '--rejects', str(rejects),
+                    '--dry_run_output', str(tmp_path / f'bodies{len(extra)}'), *extra],
+                   out=io.StringIO())
+        assert code == 0
+        assert list(tmp_path.glob(f'bodies{len(extra)}/batch-*.json'))
+    # Neither the per-file record, nor the resume manifest, nor a lock.
+    assert not (rejects / 'delivered').exists() and not (rejects / 'manifest').exists()
+    assert not (rejects / 'since_last_run.lock').exists()
+    code, _, _, accepted = sent_once(root, tmp_path)
+    assert code == 0 and accepted == ids(0, 5)
+
+
+def test_a_backfill_records_its_files_so_since_last_run_does_not_resend_them(tmp_path,
+                                                                            monkeypatch):
+    monkeypatch.setenv('SEGMENT_WRITE_KEY', KEY)
+    root = tmp_path / 'in'
+    generate(root, events=600, seed=4, hours=3, events_per_file=80, start_hour='2024-05-01-00')
+    with SegmentReceiver(write_key=KEY) as receiver:
+        code = run(['--input', str(root), '--rejects', str(tmp_path / 'rejects'),
+                    '--segment_endpoint', receiver.url, '--wave_hours', '1'], out=io.StringIO())
+        backfilled = receiver.stats()['accepted']
+    assert code == 0 and backfilled > 0
+    assert len(list((tmp_path / 'rejects' / 'delivered').glob('segment-*-w*.jsonl'))) == 3
+    code, summary, _, accepted = sent_once(root, tmp_path)
+    assert code == 0 and accepted == set() and summary['files_read'] == 0
+
+
+def test_a_run_that_finds_the_lock_held_exits_0_with_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv('SEGMENT_WRITE_KEY', KEY)
+    root = tmp_path / 'in'
+    put(root, SEND, 0, 5, n=1)
+    holder = Lock(lock_path(str(tmp_path / 'rejects')), lease=60).acquire('scheduled-run-1')
+    try:
+        code, summary, text, accepted = sent_once(root, tmp_path)
+    finally:
+        holder.release()
+    assert code == 0 and accepted == set() and summary is None
+    [line] = text.splitlines()
+    assert line.startswith('since_last_run: nothing to do: another run is sending: ')
+    assert 'scheduled-run-1' in line
+    code, _, _, accepted = sent_once(root, tmp_path)     # released: the next run sends
+    assert code == 0 and accepted == ids(0, 5)
+
+
+def test_a_segment_cut_short_by_a_crash_only_resends_its_files(tmp_path, monkeypatch):
+    monkeypatch.setenv('SEGMENT_WRITE_KEY', KEY)
+    root = tmp_path / 'in'
+    put(root, SEND, 0, 3, n=1)
+    put(root, SEND, 10, 3, n=2)
+    assert sent_once(root, tmp_path)[3] == ids(0, 3) | ids(10, 3)
+    [segment] = (tmp_path / 'rejects' / 'delivered').glob('segment-*.jsonl')
+    lines = segment.read_bytes().splitlines(keepends=True)
+    segment.write_bytes(lines[0] + lines[1][:20])        # the second entry half-written
+    assert sent_once(root, tmp_path)[3] == ids(10, 3)
+
+
+# ------------------------------------------------------------------------------ the record
+def _write_segments(rejects, runs, per_run, start=0):
+    for r in range(runs):
+        entries = [(f'gs://bkt/currents/event_type=t/date=2024-05-01-00/'
+                    f'f{(start + r) * per_run + i}.avro', 1000 + i, 1714564800.25 + r)
+                   for i in range(per_run)]
+        WriteDeliveredFn(segment_path(rejects, f'run{start + r:05d}', 'w0'), entries).process(0)
+
+
+def test_record_of_10000_files_loads_from_one_object_once_compacted(tmp_path):
+    rejects = str(tmp_path / 'rejects')
+    _write_segments(rejects, runs=100, per_run=100)
+    ledger = Ledger.load(rejects)
+    assert len(ledger) == 10_000 and ledger.objects_read == 100 and ledger.needs_compaction()
+    compacted = ledger.compact()
+    again = Ledger.load(rejects)
+    assert again.objects_listed == 1 and again.objects_read == 1 and again.objects == [compacted]
+    assert again.files == ledger.files and len(again) == 10_000
+    assert again.delivered('gs://bkt/currents/event_type=t/date=2024-05-01-00/f1234.avro',
+                           1034, 1714564800.25 + 12)
+    assert not again.delivered('gs://bkt/currents/event_type=t/date=2024-05-01-00/f1234.avro',
+                               1035, 1714564800.25 + 12)
+    assert os.path.getsize(compacted) < 10_000 * 20     # gzip: ~repetitive paths
+
+
+def test_loading_stays_bounded_over_months_of_five_minute_runs(tmp_path):
+    """Each run loads the record (compacting when due), then writes one segment: the objects
+    a load reads never exceed COMPACT_AFTER + 1, however long the history."""
+    rejects = str(tmp_path / 'rejects')
+    reads = []
+    for run_number in range(3 * COMPACT_AFTER + 5):
+        ledger = Ledger.load(rejects)
+        reads.append(ledger.objects_read)
+        assert len(ledger) == run_number * 3
+        if ledger.needs_compaction():
+            ledger.compact()
+        _write_segments(rejects, runs=1, per_run=3, start=run_number)
+    # compacted into one, plus the segment the next run wrote, three times over
+    assert max(reads) == COMPACT_AFTER + 1 and reads.count(2) >= 3
+
+
+def test_compaction_interrupted_before_deleting_reads_the_same(tmp_path):
+    rejects = str(tmp_path / 'rejects')
+    _write_segments(rejects, runs=5, per_run=10)
+    ledger = Ledger.load(rejects)
+    before = dict(ledger.files)
+    old = list(ledger.objects)
+    # The new file written, the old ones not yet deleted (a crash in between).
+    from apache_beam.io.filesystems import FileSystems
+    ledger.objects = []
+    ledger.compact()
+    assert all(FileSystems.exists(p) for p in old)
+    both = Ledger.load(rejects)
+    assert both.files == before and both.objects_read == 6
+    both.compact()
+    assert Ledger.load(rejects).objects_read == 1 and Ledger.load(rejects).files == before
+    assert sorted(os.listdir(ledger_dir(rejects)))[0].startswith('compacted-')
+
+
+# ------------------------------------------------------------------- overlapping launches
+def _launch(root, rejects, url, *extra, env=None):
+    return subprocess.Popen(
+        [sys.executable, '-m', 'pipeline', '--input', str(root), '--rejects', str(rejects),
+         '--segment_endpoint', url, *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT), SEGMENT_WRITE_KEY=KEY, **(env or {})))
+
+
+@pytest.mark.slow
+def test_two_since_last_run_processes_started_together_send_each_file_once(tmp_path):
+    root = tmp_path / 'in'
+    report = generate(root, events=3000, seed=8, hours=3, events_per_file=150,
+                      start_hour='2024-05-01-00')
+    with SegmentReceiver(write_key=KEY) as receiver:
+        procs = [_launch(root, tmp_path / 'rejects', receiver.url, '--since_last_run')
+                 for _ in range(2)]
+        outputs = [p.communicate(timeout=180) for p in procs]
+        stats = receiver.stats()
+        accepted = {m['messageId'] for m in receiver.messages()}
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert accepted == report.eligible_ids and stats['duplicates'] == 0
+    texts = [o[0] for o in outputs]
+    # One sent everything; the other found the lock held (or, started late, nothing new).
+    assert sum('balance: read = dropped + sent + rejected OK' in t for t in texts) == 1
+    idle = [t for t in texts if 'balance' not in t][0]
+    assert re.search(r'since_last_run: (nothing to do: another run is sending|nothing new)', idle)
+
+
+@pytest.mark.slow
+def test_a_run_killed_with_sigkill_leaves_a_lock_taken_over_after_its_lease(tmp_path,
+                                                                           monkeypatch):
+    root = tmp_path / 'in'
+    report = generate(root, events=800, seed=9, hours=2, events_per_file=100,
+                      start_hour='2024-05-01-00')
+    rejects = tmp_path / 'rejects'
+    lease = {LEASE_ENV: '6'}
+    monkeypatch.setenv(LEASE_ENV, '6')
+    monkeypatch.setenv('SEGMENT_WRITE_KEY', KEY)
+    with SegmentReceiver(write_key=KEY) as receiver:
+        receiver.set_mode('refuse_503')           # the first run keeps retrying, holding the lock
+        first = _launch(root, rejects, receiver.url, '--since_last_run',
+                        '--max_retry_seconds', '300', env=lease)
+        deadline = time.monotonic() + 60
+        while receiver.stats()['requests'] < 2:
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.1)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        killed_at = time.time()
+        receiver.set_mode('normal')
+        # Dead, but its lease runs on: a run now (in this process: no start-up delay) waits.
+        code, _, out = since_last_run(tmp_path, root, receiver.url, name='blocked')
+        assert code == 0 and 'nothing to do: another run is sending' in out
+        assert receiver.stats()['accepted'] == 0
+        expires = json.loads((rejects / 'since_last_run.lock').read_text())['expires']
+        time.sleep(max(0.0, expires - time.time()) + 0.2)
+        taker = _launch(root, rejects, receiver.url, '--since_last_run', env=lease)
+        out, err = taker.communicate(timeout=120)
+        accepted = {m['messageId'] for m in receiver.messages()}
+    assert taker.returncode == 0, err
+    assert 'took over a stale lock of run' in out
+    assert expires - killed_at <= 6.5
+    assert accepted == report.eligible_ids
+    assert not (rejects / 'since_last_run.lock').exists()
+
+
+# ------------------------------------------------------------------------------- --follow
+WAVE_LINE = re.compile(r'^wave (\d+): (\d+) files, (\d+) events read, (\d+) sent, (\d+) dropped, '
+                       r'(\d+) rejected in [\d.]+ s; lag (\S+(?: days?, \S+)?) \(newest date= hour '
+                       r'(\S+)\), files waited up to ([\d.]+) s; balance (OK|MISMATCH)$')
+
+
+class Writer(threading.Thread):
+    """Braze, roughly: new files every few hundred ms in the current hour, late files in
+    earlier hours, both layouts; records every id it wrote and which get a userId."""
+
+    def __init__(self, root, rounds, pause=0.4):
+        super().__init__(daemon=True)
+        self.root, self.rounds, self.pause = root, rounds, pause
+        self.eligible, self.files, self.error = set(), 0, None
+        self.next_id = 0
+
+    def run(self):
+        try:
+            for r in range(self.rounds):
+                now = datetime.datetime.now(datetime.timezone.utc)
+                hours = [now, now - datetime.timedelta(hours=1 + r % 3)]
+                for k, hour in enumerate(hours):
+                    count = 3 + (r + k) % 5
+                    external = None if r % 4 == 3 and k == 1 else 'ext'   # dropped events too
+                    put(self.root, (SEND, OPEN)[(r + k) % 2], self.next_id, count,
+                        date=hour.strftime('%Y-%m-%d-%H'), n=r * 10 + k,
+                        layout=('version', 'schema_id')[r % 2], external=external)
+                    if external:
+                        self.eligible |= ids(self.next_id, count)
+                    self.next_id += count
+                    self.files += 1
+                time.sleep(self.pause)
+        except BaseException as exc:   # surfaced by the test
+            self.error = exc
+
+
+def _follow(root, rejects, url):
+    return _launch(root, rejects, url, '--follow', '--poll_seconds', '1')
+
+
+def _wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f'timed out waiting for {what}'
+        time.sleep(0.1)
+
+
+def _stop(proc):
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    return out
+
+
+def _check_follow_output(out):
+    waves = [WAVE_LINE.match(line) for line in out.splitlines() if line.startswith('wave ')]
+    assert waves and all(waves), out
+    for w in waves:
+        read, sent, dropped, rejected = (int(w.group(i)) for i in (3, 4, 5, 6))
+        assert w.group(10) == 'OK' and read == sent + dropped + rejected
+    assert re.search(r'follow: stopped by SIGTERM: \d+ polls, \d+ waves, \d+ files', out)
+    assert 'balance: read = dropped + sent + rejected OK' in out
+    return waves
+
+
+@pytest.mark.slow
+def test_follow_keeps_up_with_a_writer_and_survives_sigterm_and_restart(tmp_path):
+    root, rejects = tmp_path / 'in', tmp_path / 'rejects'
+    root.mkdir()
+    writer = Writer(root, rounds=30, pause=0.5)
+    with SegmentReceiver(write_key=KEY) as receiver:
+        proc = _follow(root, rejects, receiver.url)
+        started = proc.stdout.readline()            # listening: the writer starts now
+        assert started.startswith('follow: sending new files of '), proc.stderr.read()
+        writer.start()
+        _wait_for(lambda: receiver.stats()['requests'] >= 2 or proc.poll() is not None, 90,
+                  'the second wave')
+        first_out = _stop(proc)    # SIGTERM while a wave sends: it finishes and records first
+        stopped_with = receiver.stats()['accepted']
+        proc = _follow(root, rejects, receiver.url)     # the writer went on meanwhile
+        writer.join(120)
+        assert writer.error is None and not writer.is_alive()
+        _wait_for(lambda: {m['messageId'] for m in receiver.messages()} >= writer.eligible, 90,
+                  'every written event')
+        time.sleep(1.5)                                 # one more poll: nothing new to send
+        second_out = _stop(proc)
+        stats = receiver.stats()
+        accepted = {m['messageId'] for m in receiver.messages()}
+    assert accepted == writer.eligible                 # every event of every file, once
+    assert stats['duplicates'] == 0 and 0 < stopped_with < len(writer.eligible)
+    first_waves = _check_follow_output(first_out)
+    assert len(first_waves) >= 2               # the wave in flight at SIGTERM was finished
+    waves = first_waves + _check_follow_output(second_out)
+    assert sum(int(w.group(2)) for w in waves) == writer.files      # each file in one wave
+    assert sum(int(w.group(4)) for w in waves) == len(writer.eligible)
+    assert len(waves) >= 4                          # it kept polling while files arrived
+    current_hour = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d-%H')
+    print(f'\nfollow: {len(waves)} waves, {writer.files} files; lags '
+          f'{[w.group(7) for w in waves]}; newest hours {sorted({w.group(8) for w in waves})} '
+          f'(now in {current_hour}); files waited up to {[float(w.group(9)) for w in waves]} s')
