@@ -395,3 +395,76 @@ def test_follow_keeps_up_with_a_writer_and_survives_sigterm_and_restart(tmp_path
     print(f'\nfollow: {len(waves)} waves, {writer.files} files; lags '
           f'{[w.group(7) for w in waves]}; newest hours {sorted({w.group(8) for w in waves})} '
           f'(now in {current_hour}); files waited up to {[float(w.group(9)) for w in waves]} s')
+
+
+# ----------------------------------------------------------------------------------- gs://
+@pytest.fixture(scope='module')
+def gcs_server():
+    from tests.gcs_emulator import GcsEmulator
+    with GcsEmulator(bucket='c2s-incremental') as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def gcs(gcs_server, tmp_path, monkeypatch):
+    """Beam's GCS IO and the lock's client pointed at the emulator (offline credentials, as
+    in tests/test_gcs.py)."""
+    adc = tmp_path / 'adc.json'
+    adc.write_text(json.dumps({
+        'type': 'authorized_user', 'client_id': 'c2s-tests', 'client_secret': 'unused',
+        'refresh_token': 'unused', 'token': 'emulator-does-not-check',
+        'expiry': '2099-01-01T00:00:00Z', 'token_uri': 'http://127.0.0.1:9/token'}))
+    monkeypatch.setenv('STORAGE_EMULATOR_HOST', gcs_server.url)
+    monkeypatch.setenv('GOOGLE_APPLICATION_CREDENTIALS', str(adc))
+    monkeypatch.setenv('GOOGLE_CLOUD_PROJECT', 'c2s-tests')
+    monkeypatch.setenv('SEGMENT_WRITE_KEY', KEY)
+    gcs_server.delete_prefix('')
+    return gcs_server
+
+
+def _gcs_put(gcs, event_type, first_id, count, n, layout='version'):
+    name = LAYOUTS[layout].format(t=event_type, d='2024-05-01-12', n=n)
+    gcs.upload_bytes(name, avro_bytes(event_type, [record(first_id + i) for i in range(count)]))
+    return name
+
+
+@pytest.mark.slow
+def test_since_last_run_on_gcs_records_files_and_locks_with_generations(gcs, tmp_path):
+    bucket = 'gs://c2s-incremental'
+    rewritten = _gcs_put(gcs, SEND, 0, 4, n=1)
+    _gcs_put(gcs, OPEN, 100, 4, n=2, layout='schema_id')
+
+    def once(name):
+        with SegmentReceiver(write_key=KEY) as receiver:
+            out = io.StringIO()
+            code = run(['--input', f'{bucket}/currents', '--rejects', f'{bucket}/rejects',
+                        '--segment_endpoint', receiver.url, '--since_last_run', '--no_auth'],
+                       out=out)
+            assert receiver.stats()['duplicates'] == 0
+            return code, {m['messageId'] for m in receiver.messages()}, out.getvalue()
+
+    code, accepted, _ = once('first')
+    assert code == 0 and accepted == ids(0, 4) | ids(100, 4)
+    assert [n for n in gcs.list('rejects/') if 'lock' in n] == []          # released
+    assert len([n for n in gcs.list('rejects/delivered/') if '/segment-' in n]) == 1
+    code, accepted, text = once('again')
+    assert code == 0 and accepted == set() and 'nothing new' in text
+    gcs.upload_bytes(rewritten, avro_bytes(SEND, [record(i) for i in range(6)]))
+    _gcs_put(gcs, OPEN, 200, 3, n=3)
+    code, accepted, _ = once('third')
+    assert code == 0 and accepted == ids(0, 6) | ids(200, 3)
+    # The record on gs:// compacts like a local one.
+    _write_segments(f'{bucket}/rejects', runs=COMPACT_AFTER, per_run=50)
+    ledger = Ledger.load(f'{bucket}/rejects')
+    assert ledger.objects_read == COMPACT_AFTER + 2 and len(ledger) == 3 + COMPACT_AFTER * 50
+    ledger.compact()
+    again = Ledger.load(f'{bucket}/rejects')
+    assert again.objects_read == 1 and again.files == ledger.files
+    assert gcs.list('rejects/delivered/') == [again.objects[0][len(bucket) + 1:]]
+    # A live holder on gs:// keeps a scheduled run out.
+    holder = Lock(lock_path(f'{bucket}/rejects'), lease=60).acquire('other-run')
+    try:
+        code, accepted, text = once('blocked')
+    finally:
+        holder.release()
+    assert code == 0 and accepted == set() and 'another run is sending' in text
