@@ -208,3 +208,42 @@ def test_gcs_stale_lock_is_taken_over_once(gcs_env):
     old.release()
     assert json.loads(gcs_env.read('rejects/since_last_run.lock'))['holder'] == won[0].holder
     won[0].release()
+
+
+# -------------------------------------------------------------------------------------- s3://
+@pytest.fixture(scope='module')
+def s3_url():
+    """moto's S3 server on loopback (skipped where the S3 test dependencies are absent)."""
+    server_module = pytest.importorskip('moto.server')
+    pytest.importorskip('boto3')
+    server = server_module.ThreadedMotoServer(ip_address='127.0.0.1', port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f'http://{host}:{port}'
+    server.stop()
+
+
+@pytest.mark.slow
+def test_s3_lock_uses_if_none_match_and_etags(s3_url, monkeypatch):
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from pipeline.lock import S3Store, store_for
+    monkeypatch.setenv('AWS_DEFAULT_REGION', 'us-east-1')
+    options = PipelineOptions(['--s3_endpoint_url', s3_url, '--s3_access_key_id', 'test',
+                               '--s3_secret_access_key', 'test', '--s3_region_name', 'us-east-1'])
+    store = store_for('s3://c2s-lock/rejects/since_last_run.lock', options)
+    assert isinstance(store, S3Store)
+    store.client.create_bucket(Bucket='c2s-lock')
+    path = 's3://c2s-lock/rejects/since_last_run.lock'
+    won = contenders(path, lambda: store_for(path, options), 6)
+    assert len(won) == 1 and won[0].renew()
+    with pytest.raises(LockBusy):
+        Lock(path, store=store, lease=30).acquire('late')
+    won[0].release()
+    assert store.read(path) is None
+    old = Lock(path, store=store, lease=0.3).acquire('old-run')
+    time.sleep(0.4)
+    [new] = contenders(path, lambda: store_for(path, options), 4)
+    assert new.taken_over.run_id == 'old-run' and old.renew() is False
+    old.release()
+    assert Lease.from_bytes(store.read(path)[0]).holder == new.holder
+    new.release()
