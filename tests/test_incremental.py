@@ -468,3 +468,123 @@ def test_since_last_run_on_gcs_records_files_and_locks_with_generations(gcs, tmp
     finally:
         holder.release()
     assert code == 0 and accepted == set() and 'another run is sending' in text
+
+
+# ---------------------------------------------------------------- the production recipes
+TEMPLATE_ENVIRONMENT = {'serviceAccountEmail', 'tempLocation', 'stagingLocation', 'maxWorkers',
+                        'numWorkers', 'additionalExperiments', 'network', 'subnetwork',
+                        'ipConfiguration', 'workerRegion', 'machineType'}
+
+
+def check_launch_body(body):
+    """A Flex Template launch request that runs the launcher as a --since_last_run run."""
+    import flex_launcher
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from pipeline.options import LOCAL_ONLY, settings_from
+    launch = body['launchParameter']
+    assert set(launch) == {'jobName', 'containerSpecGcsPath', 'parameters', 'environment'}
+    assert re.fullmatch(r'[a-z]([-a-z0-9]*[a-z0-9])?', launch['jobName'])
+    assert launch['containerSpecGcsPath'].startswith('gs://')
+    assert set(launch['environment']) <= TEMPLATE_ENVIRONMENT
+    params = launch['parameters']
+    meta = {p['name']: p for p in json.loads((ROOT / 'metadata.json').read_text())['parameters']}
+    beam_options = set(PipelineOptions([]).get_all_options())
+    assert set(params) - set(meta) <= beam_options            # e.g. sdk_container_image
+    assert not set(params) & LOCAL_ONLY
+    assert {n for n, p in meta.items() if not p['isOptional']} <= set(params)
+    for name, value in params.items():
+        for regex in meta.get(name, {}).get('regexes', []):
+            assert re.fullmatch(regex, value), (name, value)
+    assert params['since_last_run'] == 'true' and 'wait' not in params
+    argv = flex_launcher.template_argv([f'--{k}={v}' for k, v in params.items()])
+    settings = settings_from(PipelineOptions(argv))
+    assert settings.since_last_run and not settings.wait and not settings.follow
+    assert '--runner=DataflowRunner' in argv
+
+
+def test_readme_cloud_scheduler_recipe_launches_since_last_run():
+    readme = (ROOT / 'README.md').read_text()
+    block = readme.split('<!-- scheduler-launch:start -->')[1].split(
+        '<!-- scheduler-launch:end -->')[0]
+    check_launch_body(json.loads(block.strip().removeprefix('```json').removesuffix('```')))
+    command = readme.split('gcloud scheduler jobs create http', 1)[1].split('```', 1)[0]
+    assert '/flexTemplates:launch' in command and '--message-body-from-file launch.json' in command
+    assert '--oauth-service-account-email $SCHEDULER_SA' in command
+    for role in ('roles/dataflow.developer', 'roles/iam.serviceAccountUser'):
+        assert f'--role {role}' in readme.split('gcloud scheduler jobs create http', 1)[0]
+
+
+AIRFLOW_DAG = ROOT / 'examples' / 'airflow_since_last_run.py'
+
+
+def _airflow_installed():
+    try:
+        import airflow  # noqa: F401
+        from airflow.providers.google.cloud.operators import dataflow  # noqa: F401
+        return True
+    except Exception:
+        return False
+
+
+def test_airflow_example_builds_a_dag_that_launches_since_last_run():
+    if _airflow_installed():
+        import importlib.util
+        from airflow.providers.google.cloud.operators.dataflow import (
+            DataflowStartFlexTemplateOperator)
+        spec = importlib.util.spec_from_file_location('airflow_since_last_run', AIRFLOW_DAG)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        dag = module.dag
+        [task] = dag.tasks
+        assert isinstance(task, DataflowStartFlexTemplateOperator)
+        body, wait = task.body, task.wait_until_finished
+        dag_kwargs = {'max_active_runs': dag.max_active_runs, 'catchup': dag.catchup}
+    else:
+        body, wait, dag_kwargs = _dag_structure()
+    check_launch_body(body)
+    assert wait is False
+    assert dag_kwargs['max_active_runs'] == 1 and dag_kwargs['catchup'] is False
+
+
+def _dag_structure():
+    """Without Airflow: the file's imports and calls, with its module-level values evaluated
+    against recording stand-ins for the three Airflow names it uses."""
+    tree = ast.parse(AIRFLOW_DAG.read_text())
+    imports = {(n.module, a.name) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+               for a in n.names}
+    assert ('airflow.providers.google.cloud.operators.dataflow',
+            'DataflowStartFlexTemplateOperator') in imports
+    assert ('airflow', 'DAG') in imports and ('airflow.models', 'Variable') in imports
+    calls = {}
+
+    class Recorder:
+        def __init__(self, *args, **kwargs):
+            calls.setdefault(type(self).__name__, []).append(kwargs)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    class DAG(Recorder):
+        pass
+
+    class DataflowStartFlexTemplateOperator(Recorder):
+        pass
+
+    class Variable:
+        @staticmethod
+        def get(name, default_var=None):
+            assert name.startswith('currents_to_segment_')
+            return default_var
+
+    body = [n for n in tree.body if not isinstance(n, (ast.Import, ast.ImportFrom))]
+    namespace = {'DAG': DAG, 'DataflowStartFlexTemplateOperator':
+                 DataflowStartFlexTemplateOperator, 'Variable': Variable,
+                 'datetime': datetime, '__name__': 'airflow_since_last_run'}
+    exec(compile(ast.Module(body=body, type_ignores=[]), str(AIRFLOW_DAG), 'exec'), namespace)
+    [dag], [task] = calls['DAG'], calls['DataflowStartFlexTemplateOperator']
+    assert dag['schedule'] == datetime.timedelta(minutes=10) and task['task_id']
+    assert task['project_id'] and task['location']
+    return task['body'], task['wait_until_finished'], dag
