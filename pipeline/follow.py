@@ -9,12 +9,13 @@ import signal
 import time
 
 from pipeline.builder import is_dataflow
-from pipeline.incremental import lag_text, new_files, take_lock, wave_summary
+from pipeline.incremental import lag_text, new_files, release, take_lock, wave_summary
 from pipeline.listing import DELIVERED, input_pattern
 from pipeline.paths import UsageError
 from pipeline.summary import Summary
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+MAX_FAILED_POLLS = 5   # listings in a row that fail before --follow gives up
 
 
 class StopFlag:
@@ -83,9 +84,20 @@ def follow(settings, options, argv, out) -> int:
         print(f'follow: sending new files of {pattern} every {settings.poll_seconds:g} s '
               f'until SIGINT/SIGTERM', file=out, flush=True)
         total, polls, waves, files_sent, skipped = Summary({}), 0, 0, 0, {}
+        failed_polls = 0
         while not stop.is_set:
             polls += 1
-            listing, _ = new_files(settings, pattern, lock)
+            try:
+                listing, _ = new_files(settings, pattern, lock)
+                failed_polls = 0
+            except UsageError as exc:   # the store did not answer: try again, not forever
+                failed_polls += 1
+                if failed_polls >= MAX_FAILED_POLLS:
+                    raise
+                print(f'follow: {exc}; trying again in {settings.poll_seconds:g} s', file=out,
+                      flush=True)
+                stop.sleep(settings.poll_seconds)
+                continue
             skipped = {k: v for k, v in listing.skipped.items() if k != DELIVERED}
             for wave in make_waves(listing.files, wave_hours):
                 waves += 1
@@ -116,6 +128,5 @@ def follow(settings, options, argv, out) -> int:
     finally:
         if workers:
             workers.close()
-        if lock is not None:
-            lock.release()
+        release(lock)
         stop.restore()

@@ -8,6 +8,7 @@ a detached Dataflow job, left to the job until its record appears. `--follow`
 (pipeline/follow.py) repeats the same pass in one process.
 """
 import datetime
+import sys
 import time
 from typing import List, Optional, Tuple
 
@@ -39,12 +40,17 @@ def take_lock(settings, options, out, mode: str) -> Tuple[Optional[Lock], bool]:
     """
     if settings.dry_run_output:
         return None, True
-    lock = Lock(lock_path(settings.rejects), options=options)
+    path = lock_path(settings.rejects)
     try:
+        lock = Lock(path, options=options)
         lock.acquire(settings.run_id)
     except LockBusy as busy:
         print(f'{mode}: nothing to do: another run is sending: {busy}', file=out)
         return None, False
+    except UsageError:
+        raise
+    except Exception as exc:   # no access, no such bucket, a missing client library
+        raise UsageError(f'cannot take the lock {path}: {_short(exc)}') from None
     if lock.taken_over:
         print(f'{mode}: took over a stale lock of {lock.taken_over.describe()}', file=out)
     return lock, True
@@ -52,12 +58,32 @@ def take_lock(settings, options, out, mode: str) -> Tuple[Optional[Lock], bool]:
 
 def new_files(settings, pattern: str, lock: Optional[Lock]) -> Tuple[Listing, Ledger]:
     """Lists the input minus the files recorded as delivered (compacting the record if due)."""
-    ledger = Ledger.load(settings.rejects)
-    if lock is not None and ledger.needs_compaction():
-        ledger.compact()
+    try:
+        ledger = Ledger.load(settings.rejects)
+        if lock is not None and ledger.needs_compaction():
+            ledger.compact()
+    except Exception as exc:
+        raise UsageError(f'cannot read the record of delivered files under '
+                         f'{settings.rejects}: {_short(exc)}') from None
     listing = list_currents_files(pattern, settings.selector, frozenset(), ledger.delivered)
     settings.file_stamps = listing.stamps
     return listing, ledger
+
+
+def _short(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f'{type(exc).__name__}: {lines[0][:200] if lines else ""}'
+
+
+def release(lock: Optional[Lock]) -> None:
+    """Releases the lock; a failure only delays the next run until the lease ends."""
+    if lock is None:
+        return
+    try:
+        lock.release()
+    except Exception as exc:
+        print(f'warning: could not release the lock {lock.path} ({_short(exc)}); the next run '
+              f'takes it over when its lease ends', file=sys.stderr)
 
 
 def newest_hour(files) -> Optional[datetime.datetime]:
@@ -133,8 +159,8 @@ def since_last_run(settings, options, argv, out) -> int:
     finally:
         if workers:
             workers.close()
-        if lock is not None and not handed_over:
-            lock.release()
+        if not handed_over:
+            release(lock)
 
 
 def wave_summary(settings, options, files: List[Tuple[str, Optional[str], int]], wave: str,

@@ -257,7 +257,8 @@ def test_flex_launcher_argument_translation():
     finally:
         sys.path.remove(str(ROOT))
     assert flex_launcher.flag_options() == {'--segment_gzip', '--resume', '--plan', '--wait',
-                                            '--fresh_worker_processes'}
+                                            '--fresh_worker_processes', '--since_last_run',
+                                            '--follow'}
     argv = flex_launcher.template_argv(['--input=gs://b/x', '--segment_gzip=true',
                                         '--resume=False', '--wait=maybe', '--plan=TRUE'])
     assert argv == ['--input=gs://b/x', '--segment_gzip', '--wait=maybe', '--plan',

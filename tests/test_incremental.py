@@ -125,6 +125,7 @@ def test_dry_runs_record_nothing(tmp_path, monkeypatch):
     assert code == 0 and accepted == ids(0, 5)
 
 
+@pytest.mark.slow
 def test_a_backfill_records_its_files_so_since_last_run_does_not_resend_them(tmp_path,
                                                                             monkeypatch):
     monkeypatch.setenv('SEGMENT_WRITE_KEY', KEY)
@@ -157,6 +158,7 @@ def test_a_run_that_finds_the_lock_held_exits_0_with_one_line(tmp_path, monkeypa
     assert code == 0 and accepted == ids(0, 5)
 
 
+@pytest.mark.slow
 def test_a_segment_cut_short_by_a_crash_only_resends_its_files(tmp_path, monkeypatch):
     monkeypatch.setenv('SEGMENT_WRITE_KEY', KEY)
     root = tmp_path / 'in'
