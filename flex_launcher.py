@@ -5,8 +5,8 @@ how the template launcher calls it (`python flex_launcher.py --<parameter>=<valu
 
 - On/off options (--segment_gzip, --resume, --plan, --wait, --since_last_run) are argparse
   flags that refuse a value (`--segment_gzip=true` is "ignored explicit argument"), but a
-  template parameter always has one. So `--flag=true` becomes `--flag` and `--flag=false` is dropped; any other value is
-  left for the parser to refuse with its one-line error.
+  template parameter always has one. So `--flag=true` becomes `--flag` and `--flag=false` is
+  dropped; any other value is left for the parser to refuse with its one-line error.
 - A template always runs on Dataflow: without --runner, DataflowRunner is used (the command
   line's default would be the local runner).
 """
