@@ -311,6 +311,7 @@ class Writer(threading.Thread):
         super().__init__(daemon=True)
         self.root, self.rounds, self.pause = root, rounds, pause
         self.eligible, self.files, self.error = set(), 0, None
+        self.by_file = {}          # path -> eligible ids
         self.next_id = 0
 
     def run(self):
@@ -321,11 +322,11 @@ class Writer(threading.Thread):
                 for k, hour in enumerate(hours):
                     count = 3 + (r + k) % 5
                     external = None if r % 4 == 3 and k == 1 else 'ext'   # dropped events too
-                    put(self.root, (SEND, OPEN)[(r + k) % 2], self.next_id, count,
-                        date=hour.strftime('%Y-%m-%d-%H'), n=r * 10 + k,
-                        layout=('version', 'schema_id')[r % 2], external=external)
-                    if external:
-                        self.eligible |= ids(self.next_id, count)
+                    path = put(self.root, (SEND, OPEN)[(r + k) % 2], self.next_id, count,
+                               date=hour.strftime('%Y-%m-%d-%H'), n=r * 10 + k,
+                               layout=('version', 'schema_id')[r % 2], external=external)
+                    self.by_file[str(path)] = ids(self.next_id, count) if external else set()
+                    self.eligible |= self.by_file[str(path)]
                     self.next_id += count
                     self.files += 1
                 time.sleep(self.pause)
@@ -333,8 +334,8 @@ class Writer(threading.Thread):
             self.error = exc
 
 
-def _follow(root, rejects, url):
-    return _launch(root, rejects, url, '--follow', '--poll_seconds', '1')
+def _follow(root, rejects, url, env=None):
+    return _launch(root, rejects, url, '--follow', '--poll_seconds', '1', env=env)
 
 
 def _wait_for(predicate, timeout, what):
@@ -590,3 +591,42 @@ def _dag_structure():
     assert dag['schedule'] == datetime.timedelta(minutes=10) and task['task_id']
     assert task['project_id'] and task['location']
     return task['body'], task['wait_until_finished'], dag
+
+
+@pytest.mark.slow
+def test_follow_killed_mid_wave_resends_only_the_files_it_had_not_recorded(tmp_path):
+    root, rejects = tmp_path / 'in', tmp_path / 'rejects'
+    root.mkdir()
+    before = Writer(root, rounds=6, pause=0)
+    before.run()                                    # files waiting before it starts
+    assert before.error is None
+    lease = {LEASE_ENV: '2'}
+    with SegmentReceiver(write_key=KEY) as receiver:
+        proc = _follow(root, rejects, receiver.url, env=lease)
+        _wait_for(lambda: receiver.stats()['requests'] >= 1 or proc.poll() is not None, 90,
+                  'the first wave to send')
+        proc.send_signal(signal.SIGKILL)            # mid-wave: nothing recorded for it yet
+        proc.wait()
+        recorded = Ledger.load(str(rejects)).files
+        unrecorded = set(before.by_file) - set(recorded)
+        bound = sum(len(before.by_file[f]) for f in unrecorded)
+        expires = json.loads((rejects / 'since_last_run.lock').read_text())['expires']
+        time.sleep(max(0.0, expires - time.time()) + 0.2)
+        proc = _follow(root, rejects, receiver.url, env=lease)
+        assert proc.stdout.readline().startswith('follow: took over a stale lock of run')
+        later = Writer(root, rounds=4, pause=0.5)
+        later.next_id = before.next_id
+        later.start()
+        later.join(60)
+        eligible = before.eligible | later.eligible
+        _wait_for(lambda: {m['messageId'] for m in receiver.messages()} >= eligible, 90,
+                  'every written event')
+        out = _stop(proc)
+        stats = receiver.stats()
+        accepted = {m['messageId'] for m in receiver.messages()}
+    assert accepted == eligible and later.error is None
+    # Only the interrupted wave's files went twice (at least once), never a recorded one.
+    assert stats['duplicates'] <= bound
+    _check_follow_output(out)
+    print(f'\nkilled mid-wave: {len(unrecorded)} of {len(before.by_file)} files unrecorded, '
+          f'{stats["duplicates"]} duplicates (bound {bound})')
