@@ -157,6 +157,9 @@ def settings_from(options: PipelineOptions) -> RunSettings:
         raise UsageError('--wave_hours must be 0 (one wave) or positive')
     if o.poll_seconds <= 0:
         raise UsageError('--poll_seconds must be positive')
+    if o.resume and (o.since_last_run or o.follow):
+        raise UsageError('--resume skips completed partitions (backfills), --since_last_run and '
+                         '--follow skip delivered files: use one of them')
     if o.follow and o.plan:
         raise UsageError('--follow runs until stopped; --plan only prints: use one of them')
     return RunSettings(

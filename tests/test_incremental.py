@@ -171,6 +171,24 @@ def test_a_segment_cut_short_by_a_crash_only_resends_its_files(tmp_path, monkeyp
     assert sent_once(root, tmp_path)[3] == ids(10, 3)
 
 
+@pytest.mark.parametrize('extra, reason', [
+    (['--since_last_run', '--resume'], '--resume skips completed partitions'),
+    (['--follow', '--resume'], '--resume skips completed partitions'),
+    (['--follow', '--plan'], '--follow runs until stopped'),
+    (['--follow', '--poll_seconds', '0'], '--poll_seconds must be positive'),
+    (['--follow', '--runner', 'DataflowRunner', '--project', 'p', '--region', 'r',
+      '--temp_location', 'gs://b/t'], '--follow runs locally'),
+])
+def test_incremental_usage_errors_are_one_line(tmp_path, monkeypatch, capsys, extra, reason):
+    monkeypatch.setenv('SEGMENT_WRITE_KEY', KEY)
+    put(tmp_path / 'in', SEND, 0, 1)
+    assert run(['--input', str(tmp_path / 'in'), '--rejects', str(tmp_path / 'r'), *extra],
+               out=io.StringIO()) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith('currents-to-segment: error: ') and reason in line
+    assert not (tmp_path / 'r').exists()
+
+
 # ------------------------------------------------------------------------------ the record
 def _write_segments(rejects, runs, per_run, start=0):
     for r in range(runs):
