@@ -247,3 +247,62 @@ def test_s3_lock_uses_if_none_match_and_etags(s3_url, monkeypatch):
     old.release()
     assert Lease.from_bytes(store.read(path)[0]).holder == new.holder
     new.release()
+
+
+# ------------------------------------------------------------------------------------ azfs://
+AZURITE_KEY = ('Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/'
+               'KBHBeksoGMGw==')   # Azurite's published development account key
+
+
+@pytest.fixture(scope='module')
+def azurite(tmp_path_factory):
+    """Azurite's blob service on loopback (npm `azurite`; skipped where it is not installed)."""
+    import shutil
+    import socket
+    pytest.importorskip('azure.storage.blob')
+    exe = os.environ.get('AZURITE_BLOB') or shutil.which('azurite-blob')
+    if not exe:
+        pytest.skip('azurite-blob not installed (npm install azurite)')
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([exe, '--blobHost', '127.0.0.1', '--blobPort', str(port),
+                             '--location', str(tmp_path_factory.mktemp('azurite')), '--silent',
+                             '--skipApiVersionCheck'],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(('127.0.0.1', port), timeout=0.5).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline and proc.poll() is None, 'azurite did not start'
+            time.sleep(0.1)
+    yield (f'DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;'
+           f'AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;')
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.mark.slow
+def test_azure_lock_uses_overwrite_false_and_etags(azurite):
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from pipeline.lock import AzureStore, store_for
+    options = PipelineOptions(['--azure_connection_string', azurite])
+    path = 'azfs://devstoreaccount1/c2s-lock/rejects/since_last_run.lock'
+    store = store_for(path, options)
+    assert isinstance(store, AzureStore)
+    store.service.create_container('c2s-lock')
+    won = contenders(path, lambda: store_for(path, options), 6)
+    assert len(won) == 1 and won[0].renew()
+    with pytest.raises(LockBusy):
+        Lock(path, store=store, lease=30).acquire('late')
+    won[0].release()
+    assert store.read(path) is None
+    old = Lock(path, store=store, lease=0.3).acquire('old-run')
+    time.sleep(0.4)
+    [new] = contenders(path, lambda: store_for(path, options), 4)
+    assert new.taken_over.run_id == 'old-run' and old.renew() is False
+    old.release()
+    assert Lease.from_bytes(store.read(path)[0]).holder == new.holder
+    new.release()
