@@ -103,7 +103,8 @@ def lag_text(files, now: Optional[float] = None) -> str:
 
 def since_last_run(settings, options, argv, out) -> int:
     from pipeline.local_runner import (WarmWorkersRunner, local_parallelism,
-                                       start_warm_workers)
+                                       start_warm_workers, uses_worker_processes,
+                                       worker_processes)
     from pipeline.main import (DEFAULT_WAVE_HOURS, EXIT_OK, check_sending_setup, finish,
                                run_waves)
     from pipeline.waves import make_waves
@@ -144,6 +145,10 @@ def since_last_run(settings, options, argv, out) -> int:
         waves = make_waves(listing.files, wave_hours)
         detached = dataflow and not settings.wait and not settings.wave_hours
         workers = start_warm_workers(options, settings.fresh_worker_processes)
+        if uses_worker_processes(options):
+            print(f'local run: {worker_processes(options)} worker processes, '
+                  f'{"forked warm from this one" if workers else "each started fresh"}',
+                  file=out)
         if lock is not None and not detached:
             lock.start_renewing()
         code = run_waves(settings, options, listing, waves, detached, out,
