@@ -3,10 +3,10 @@
 The same program as the `currents-to-segment` command (pipeline.main), with two adaptations to
 how the template launcher calls it (`python flex_launcher.py --<parameter>=<value> ...`):
 
-- On/off options (--segment_gzip, --resume, --plan, --wait) are argparse flags that refuse a
-  value (`--segment_gzip=true` is "ignored explicit argument"), but a template parameter always
-  has one. So `--flag=true` becomes `--flag` and `--flag=false` is dropped; any other value is
-  left for the parser to refuse with its one-line error.
+- On/off options (--segment_gzip, --resume, --plan, --wait, --since_last_run) are argparse
+  flags that refuse a value (`--segment_gzip=true` is "ignored explicit argument"), but a
+  template parameter always has one. So `--flag=true` becomes `--flag` and `--flag=false` is
+  dropped; any other value is left for the parser to refuse with its one-line error.
 - A template always runs on Dataflow: without --runner, DataflowRunner is used (the command
   line's default would be the local runner).
 """

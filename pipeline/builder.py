@@ -1,4 +1,4 @@
-"""Builds the pipeline (read → map → batch → send → rejects → manifest) without running it.
+"""Builds the pipeline (read → map → batch → send → rejects → records) without running it.
 
 Builders return what they build and change nothing they are given: the job options a run
 needs (experiments) are worked out by `job_options`, which returns a copy.
@@ -12,10 +12,11 @@ from apache_beam.options.pipeline_options import (DebugOptions, PipelineOptions,
 from apache_beam.runners.runner import PipelineRunner
 
 import pipeline
+from pipeline.ledger import segment_path
 from pipeline.options import RunSettings
 from pipeline.resume import input_identity
 from transforms.deliver import EVENTS, REJECTS, DeliverToSegment
-from transforms.manifest import WriteManifestFn
+from transforms.manifest import WriteDeliveredFn, WriteManifestFn
 from transforms.progress import LiveChannel
 from transforms.read import ReadCurrentsEvents
 from transforms.send import SendBatchesFn, WriteRequestBodiesFn
@@ -85,19 +86,29 @@ def build_pipeline(settings: RunSettings, files: List[Tuple[str, Optional[str]]]
                    partitions: Iterable[str] = (), manifest_path: Optional[str] = None,
                    runner: Optional[PipelineRunner] = None,
                    live: LiveChannel = LiveChannel()) -> beam.Pipeline:
-    """One wave: these files, sent (or written, in a dry run), rejects, then its manifest.
-
-    A dry run sends nothing, so it records nothing for --resume: no manifest step.
-    """
+    """One wave: these files, sent (or written, in a dry run), rejects, then its records:
+    the resume manifest (`manifest_path`) and the per-file record (when the settings carry
+    the listed files' stamps), both written only once the rejects are durable. A dry run
+    sends nothing, so it records nothing."""
     p = beam.Pipeline(runner=runner, options=options)
     events, read_rejects = p | 'Read' >> ReadCurrentsEvents(
         files, settings.selector.event_types, settings.skip_files, live)
     written = {EVENTS: events, REJECTS: read_rejects} | 'Deliver' >> deliver_step(
         settings, options, f'{settings.rejects}/rejects-{settings.run_id}-{wave}', live)
-    if manifest_path and not settings.dry_run_output:
-        _ = (written
-             | 'CountRejectFiles' >> beam.combiners.Count.Globally()
-             | 'RecordCompleted' >> beam.ParDo(WriteManifestFn(
-                 manifest_path, settings.run_id, partitions, len(files),
-                 input_identity(settings.input), live)))
+    if settings.dry_run_output:
+        return p
+    stamps = settings.file_stamps
+    if settings.since_last_run or settings.follow:
+        # Partitions of a bucket still being written are never complete: record files only.
+        manifest_path = None
+    if manifest_path or stamps is not None:
+        rejects_written = written | 'CountRejectFiles' >> beam.combiners.Count.Globally()
+    if manifest_path:
+        _ = rejects_written | 'RecordCompleted' >> beam.ParDo(WriteManifestFn(
+            manifest_path, settings.run_id, partitions, len(files),
+            input_identity(settings.input), live))
+    if stamps is not None:
+        delivered = [(path, *stamps[path]) for path, _ in files if path in stamps]
+        _ = rejects_written | 'RecordDelivered' >> beam.ParDo(WriteDeliveredFn(
+            segment_path(settings.rejects, settings.run_id, wave), delivered, live))
     return p

@@ -1,7 +1,7 @@
 """Listing --input once in the launcher: which files a run reads, decided from their paths alone."""
 import os
 from collections import Counter
-from typing import Dict, FrozenSet, List, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, FrozenSet, List, NamedTuple, Optional, Tuple
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -32,10 +32,16 @@ class Listing(NamedTuple):
     """What --input holds for this run: files to read and, by reason, files skipped unopened."""
     files: List[Tuple[str, Optional[str], int]]     # (path, event type if the path says, bytes)
     skipped: Dict[str, int]
+    # path -> (bytes, modification stamp) of the files to read, for the per-file record
+    stamps: Optional[Dict[str, Tuple[int, float]]] = None
+
+
+DELIVERED = 'delivered_by_earlier_run'
 
 
 def list_currents_files(pattern: str, selector: FileSelector,
-                        done_partitions: FrozenSet[str] = frozenset()) -> Listing:
+                        done_partitions: FrozenSet[str] = frozenset(),
+                        delivered: Optional[Callable[[str, int, float], bool]] = None) -> Listing:
     """Lists the pattern once (Beam's filesystems, local or gs://), deciding from paths alone.
 
     Listing in the launcher lets a run plan, prune, resume and split into waves before any
@@ -46,7 +52,7 @@ def list_currents_files(pattern: str, selector: FileSelector,
     except Exception as exc:  # BeamIOError carries per-pattern details
         raise UsageError(f'cannot list --input {pattern}: {type(exc).__name__}: '
                          f'{str(exc).splitlines()[0][:200]}') from None
-    files, skipped = [], Counter()
+    files, skipped, stamps = [], Counter(), {}
     for metadata in sorted(found, key=lambda m: m.path):
         path = metadata.path
         if path.endswith('/'):
@@ -56,9 +62,13 @@ def list_currents_files(pattern: str, selector: FileSelector,
             skipped[decision.action] += 1
         elif done_partitions and partition_key(path) in done_partitions:
             skipped['skip_done'] += 1
+        elif delivered and delivered(path, metadata.size_in_bytes,
+                                     metadata.last_updated_in_seconds):
+            skipped[DELIVERED] += 1
         else:
             files.append((path, decision.event_type, metadata.size_in_bytes))
-    return Listing(files, dict(skipped))
+            stamps[path] = (metadata.size_in_bytes, metadata.last_updated_in_seconds)
+    return Listing(files, dict(skipped), stamps)
 
 
 def partition_key(path: str) -> str:

@@ -212,11 +212,15 @@ def _run(argv, out) -> int:
                              'give the same --rejects')
         local_runner_options(options)
         honour_no_auth(options)
+        if settings.since_last_run or settings.follow:
+            from pipeline import incremental
+            return incremental.run(settings, options, argv, out)
         pattern = input_pattern(settings.input)
         done = completed_partitions(settings.rejects, settings.input) if settings.resume else frozenset()
         listing = list_currents_files(pattern, settings.selector, done)
         if not listing.files and not listing.skipped:
             raise UsageError(f'no input files match {pattern}')
+        settings.file_stamps = listing.stamps   # completed waves record their files
         dataflow = is_dataflow(options)
         wave_hours = settings.wave_hours
         if wave_hours is None:

@@ -5,7 +5,7 @@ import difflib
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, FrozenSet, List, Optional
+from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -17,7 +17,8 @@ from transforms.write_key import WriteKeySource
 SECRET_NAME = re.compile(r'^projects/[^/]+/secrets/[^/]+/versions/[^/]+$')
 FORBIDDEN_FLAGS = ('--segment_write_key', '--write_key', '--segment-write-key', '--writeKey')
 # Options that only mean something to a local run: not Flex Template parameters (metadata.json).
-LOCAL_ONLY = frozenset({'fresh_worker_processes', 'progress_seconds', 'verbose'})
+LOCAL_ONLY = frozenset({'fresh_worker_processes', 'progress_seconds', 'verbose', 'follow',
+                        'poll_seconds'})
 DEFAULT_PROGRESS_SECONDS = 10.0
 
 
@@ -78,6 +79,13 @@ class CurrentsToSegmentOptions(PipelineOptions):
           help='Print a progress line on stderr every this many seconds (0 = never)')
         a('--verbose', action='store_true', default=False,
           help="Show Beam's and gRPC's own log and tracebacks on stderr instead of a log file")
+        a('--since_last_run', action='store_true', default=False,
+          help='Send only the input files not delivered by earlier runs with the same '
+               '--rejects (new or changed since); safe to start from a scheduler')
+        a('--follow', action='store_true', default=False,
+          help='Local: keep sending new input files every --poll_seconds until SIGINT/SIGTERM')
+        a('--poll_seconds', type=float, default=60.0,
+          help='With --follow: seconds between two looks at the input (default 60)')
 
 
 class _RefusingParser(argparse.ArgumentParser):
@@ -179,6 +187,12 @@ class RunSettings:
     verbose: bool = False
     use_env_proxy: bool = False
     skip_files: FrozenSet[str] = frozenset()
+    since_last_run: bool = False
+    follow: bool = False
+    poll_seconds: float = 60.0
+    # path -> (bytes, modification stamp) of the listed files: the pipeline's last step records
+    # the files of its wave in the per-file record (pipeline/ledger.py) when this is set.
+    file_stamps: Optional[Dict[str, Tuple[int, float]]] = None
 
 
 def check_argv(argv, extra=None) -> None:
@@ -252,6 +266,13 @@ def settings_from(options: PipelineOptions, need_rejects: bool = True) -> RunSet
         raise UsageError('--progress_seconds must be 0 (silent) or positive')
     if o.wave_hours is not None and o.wave_hours < 0:
         raise UsageError('--wave_hours must be 0 (one wave) or positive')
+    if o.poll_seconds <= 0:
+        raise UsageError('--poll_seconds must be positive')
+    if o.resume and (o.since_last_run or o.follow):
+        raise UsageError('--resume skips completed partitions (backfills), --since_last_run and '
+                         '--follow skip delivered files: use one of them')
+    if o.follow and o.plan:
+        raise UsageError('--follow runs until stopped; --plan only prints: use one of them')
     return RunSettings(
         input=o.input, rejects=(o.rejects or '').rstrip('/'),
         selector=FileSelector(event_types, start, end),
@@ -266,4 +287,5 @@ def settings_from(options: PipelineOptions, need_rejects: bool = True) -> RunSet
         fresh_worker_processes=o.fresh_worker_processes, segment_sent_at=o.segment_sent_at,
         progress_seconds=o.progress_seconds, verbose=o.verbose,
         mapping=o.mapping, include_anonymous=o.include_anonymous, use_env_proxy=o.use_env_proxy,
-        skip_files=frozenset(p.strip() for p in (o.skip_files or '').split(',') if p.strip()))
+        skip_files=frozenset(p.strip() for p in (o.skip_files or '').split(',') if p.strip()),
+        since_last_run=o.since_last_run, follow=o.follow, poll_seconds=o.poll_seconds)

@@ -16,9 +16,11 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from http import HTTPStatus
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Union
 
@@ -46,6 +48,63 @@ def wait_until_up(url: str, timeout: float = 15.0) -> None:
     raise RuntimeError(f'gcp-storage-emulator did not answer at {url} within {timeout}s: {last}')
 
 
+_PRECONDITION_LOCK = threading.Lock()
+
+
+def honour_generation_preconditions() -> None:
+    """Makes the in-process emulator answer `ifGenerationMatch` as GCS does (412 on mismatch).
+
+    gcp-storage-emulator ignores preconditions, which conditional creates (generation 0 = only
+    if absent) and compare-and-swap writes rely on. Object inserts and deletes get the check,
+    made atomic with the write under one lock; requests without the parameter are unchanged.
+    Idempotent.
+    """
+    from gcp_storage_emulator import server
+    from gcp_storage_emulator.exceptions import NotFound
+    from gcp_storage_emulator.handlers import objects
+
+    def current_generation(storage, bucket, name):
+        try:
+            return int(storage.get_file_obj(bucket, name)['generation'])
+        except NotFound:
+            return 0
+
+    def object_name(request):
+        if 'name' in request.query:
+            return request.query['name'][0]
+        if request.params.get('object_id'):
+            return request.params['object_id']
+        data = request.data or {}
+        meta = data.get('meta') if isinstance(data, dict) else None
+        return (meta or data).get('name') if isinstance(meta or data, dict) else None
+
+    def conditional(handler):
+        if getattr(handler, 'honours_preconditions', False):
+            return handler
+
+        def wrapped(request, response, storage, *args, **kwargs):
+            wanted = request.query.get('ifGenerationMatch')
+            if not wanted:
+                return handler(request, response, storage, *args, **kwargs)
+            with _PRECONDITION_LOCK:
+                name = object_name(request)
+                if name is not None and current_generation(
+                        storage, request.params['bucket_name'], name) != int(wanted[0]):
+                    response.status = HTTPStatus.PRECONDITION_FAILED
+                    response.json({'error': {'code': 412, 'message': 'conditionNotMet',
+                                             'errors': [{'reason': 'conditionNotMet',
+                                                         'message': 'conditionNotMet'}]}})
+                    return None
+                return handler(request, response, storage, *args, **kwargs)
+        wrapped.honours_preconditions = True
+        return wrapped
+
+    for _regex, methods in server.HANDLERS:
+        for method, handler in list(methods.items()):
+            if handler in (objects.insert, objects.delete):
+                methods[method] = conditional(handler)
+
+
 class GcsEmulator:
     """Starts/stops gcp-storage-emulator with one bucket, and talks to it as a GCS client."""
 
@@ -65,6 +124,7 @@ class GcsEmulator:
         except ImportError:
             create_server = None
         if create_server is not None:
+            honour_generation_preconditions()
             self._server = create_server(self.host, self.port, in_memory=True,
                                          default_bucket=self.bucket_name)
             self._server.start()

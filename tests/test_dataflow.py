@@ -274,7 +274,8 @@ def test_flex_launcher_argument_translation():
         sys.path.remove(str(ROOT))
     assert flex_launcher.flag_options() == {'--segment_gzip', '--resume', '--plan', '--wait',
                                             '--fresh_worker_processes', '--include_anonymous',
-                                            '--segment_sent_at', '--verbose', '--use_env_proxy'}
+                                            '--segment_sent_at', '--verbose', '--use_env_proxy',
+                                            '--since_last_run', '--follow'}
     argv = flex_launcher.template_argv(['--input=gs://b/x', '--segment_gzip=true',
                                         '--resume=False', '--wait=maybe', '--plan=TRUE'])
     assert argv == ['--input=gs://b/x', '--segment_gzip', '--wait=maybe', '--plan',
@@ -306,6 +307,7 @@ EXAMPLES = {
     'max_in_flight': '8', 'integrations': '{"All": false, "Warehouses": true}',
     'segment_write_key_secret': SECRET, 'resume': 'true', 'plan': 'true', 'wave_hours': '24',
     'wait': 'true', 'mapping': 'current', 'include_anonymous': 'true', 'segment_sent_at': 'false',
+    'since_last_run': 'true',
 }
 
 

@@ -1,17 +1,34 @@
-"""The resume manifest: which input partitions (event type × date= hour) a run completed.
+"""The run's records of completed work, written by the pipeline itself as its last step.
 
-Kept next to the rejects (local or gs://), one small JSON file per completed wave, written by the
-pipeline itself as its last step — only after the wave's rejects are durable — so a wave is
-recorded only when every one of its events is sent, dropped or in the rejects. It names the
-input it was written for (the run's identity), so --resume ignores manifests of other inputs.
+Both are kept next to the rejects (local or gs://) and written only after the wave's rejects are
+durable, so a wave is recorded only when every one of its events is sent, dropped or in the
+rejects:
+
+- the resume manifest: which input partitions (event type × date= hour) a wave completed, one
+  small JSON file per wave (read by `--resume`);
+- the per-file record: which input files a wave delivered, with their size and modification
+  stamp, one small JSON Lines segment per wave (read by `--since_last_run`, pipeline/ledger.py).
+
+A manifest names the input it was written for (the run's identity), so --resume ignores
+manifests of other inputs. A wave stopped by SIGINT/SIGTERM left events unsent: it records
+neither.
 """
 import json
-from typing import Iterable
+from typing import Iterable, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.progress import LiveChannel
+
+# One delivered file: (path, bytes, modification stamp in seconds as listed).
+Delivered = Tuple[str, int, float]
+
+
+def delivered_lines(entries: Iterable[Delivered]) -> bytes:
+    """The per-file record's format: one JSON array `[path, bytes, stamp]` per line."""
+    return b''.join(json.dumps([path, size, stamp]).encode('utf-8') + b'\n'
+                    for path, size, stamp in entries)
 
 
 class WriteManifestFn(beam.DoFn):
@@ -30,4 +47,21 @@ class WriteManifestFn(beam.DoFn):
         with FileSystems.create(self.path, mime_type='application/json') as f:
             f.write(json.dumps(dict(self.body, rejects_files=rejects_files_written),
                                indent=1).encode('utf-8'))
+        return []
+
+
+class WriteDeliveredFn(beam.DoFn):
+    """Runs once, after the rejects are written: records the wave's files as delivered."""
+
+    def __init__(self, path: str, entries: Sequence[Delivered],
+                 live: LiveChannel = LiveChannel()):
+        self.path = path
+        self.entries = list(entries)
+        self.live = live
+
+    def process(self, rejects_files_written):
+        if self.live.stop().is_set():   # a stopped wave left events unsent: not delivered
+            return []
+        with FileSystems.create(self.path, mime_type='application/x-ndjson') as f:
+            f.write(delivered_lines(self.entries))
         return []

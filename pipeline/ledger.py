@@ -1,0 +1,123 @@
+"""The per-file record of delivered input files, read by `--since_last_run` and `--follow`.
+
+Kept under `<rejects>/delivered/` on any store Beam's filesystems reach (local, gs://, ...).
+Each completed wave's pipeline writes one small segment as its last step
+(`segment-<run id>-<wave>.jsonl`, transforms/manifest.py), after its rejects are durable; the
+launcher only reads them. So that loading stays fast after months of five-minute runs, a run
+that finds more than COMPACT_AFTER objects rewrites them into one gzip-compressed file
+(`compacted-<stamp>.jsonl.gz`): the new file is written first and only then are the objects it
+replaces deleted, so a crash in between leaves both, which read the same.
+
+A file counts as delivered only in the version recorded: same path, same size, same
+modification stamp. A file rewritten since (more records, re-uploaded) is read again; its
+events keep their messageIds, so Segment de-duplicates what was already sent.
+"""
+import datetime
+import gzip
+import json
+import logging
+import uuid
+from typing import Dict, Iterable, List, Optional, Tuple
+
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.manifest import Delivered, delivered_lines
+
+LEDGER_DIR = 'delivered'
+SEGMENT_PREFIX, SEGMENT_SUFFIX = 'segment-', '.jsonl'
+COMPACTED_PREFIX, COMPACTED_SUFFIX = 'compacted-', '.jsonl.gz'
+COMPACT_AFTER = 24   # objects; two hours of five-minute runs
+
+log = logging.getLogger(__name__)
+
+
+def ledger_dir(rejects: str) -> str:
+    return FileSystems.join(rejects, LEDGER_DIR)
+
+
+def segment_path(rejects: str, run_id: str, wave: str) -> str:
+    """Where the pipeline's last step records the files of one wave."""
+    return FileSystems.join(ledger_dir(rejects), f'{SEGMENT_PREFIX}{run_id}-{wave}{SEGMENT_SUFFIX}')
+
+
+def _is_record(path: str) -> bool:
+    name = path.rsplit('/', 1)[-1]
+    return ((name.startswith(SEGMENT_PREFIX) and name.endswith(SEGMENT_SUFFIX))
+            or (name.startswith(COMPACTED_PREFIX) and name.endswith(COMPACTED_SUFFIX)))
+
+
+class Ledger:
+    """What earlier runs delivered: path -> (bytes, modification stamp) of the latest version."""
+
+    def __init__(self, rejects: str, files: Optional[Dict[str, Tuple[int, float]]] = None,
+                 objects: Iterable[str] = (), objects_listed: int = 0):
+        self.rejects = rejects
+        self.files: Dict[str, Tuple[int, float]] = dict(files or {})
+        self.objects: List[str] = list(objects)   # the record objects these entries came from
+        self.objects_listed = objects_listed
+        self.objects_read = len(self.objects)
+        self.bad_lines = 0
+
+    @classmethod
+    def load(cls, rejects: str) -> 'Ledger':
+        """Reads every record object (one listing, then one read per object)."""
+        pattern = FileSystems.join(ledger_dir(rejects), '*')
+        listed = FileSystems.match([pattern])[0].metadata_list
+        paths = sorted(m.path for m in listed if _is_record(m.path))
+        ledger = cls(rejects, objects=paths, objects_listed=len(listed))
+        for path in paths:
+            ledger._read(path)
+        if ledger.bad_lines:
+            log.warning('per-file record: %d unreadable lines ignored (those files are sent '
+                        'again)', ledger.bad_lines)
+        return ledger
+
+    def _read(self, path: str) -> None:
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            raw = f.read()
+        if path.endswith(COMPACTED_SUFFIX):
+            raw = gzip.decompress(raw)
+        for line in raw.splitlines():
+            try:
+                file_path, size, stamp = json.loads(line)
+                self.add(file_path, int(size), float(stamp))
+            except (ValueError, TypeError):   # e.g. a segment cut short by a crash
+                self.bad_lines += 1
+
+    def add(self, path: str, size: int, stamp: float) -> None:
+        """Keeps the newest version of each file (by stamp, then size), whatever the order."""
+        old = self.files.get(path)
+        if old is None or (stamp, size) > (old[1], old[0]):
+            self.files[path] = (size, stamp)
+
+    def delivered(self, path: str, size: int, stamp: float) -> bool:
+        return self.files.get(path) == (size, stamp)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def entries(self) -> List[Delivered]:
+        return [(p, s, t) for p, (s, t) in sorted(self.files.items())]
+
+    def needs_compaction(self) -> bool:
+        return len(self.objects) > COMPACT_AFTER
+
+    def compact(self) -> Optional[str]:
+        """Rewrites every object read into one; returns the new object's path.
+
+        Only objects this ledger read are deleted, so a segment a pipeline writes meanwhile
+        stays. Callers hold the lock (pipeline/lock.py), so two compactions never race.
+        """
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%dT%H%M%S%fZ')
+        path = FileSystems.join(ledger_dir(self.rejects),
+                                f'{COMPACTED_PREFIX}{stamp}-{uuid.uuid4().hex[:8]}'
+                                f'{COMPACTED_SUFFIX}')
+        body = gzip.compress(delivered_lines(self.entries()), compresslevel=6)
+        with FileSystems.create(path, mime_type='application/gzip',
+                                compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            f.write(body)
+        old, self.objects = self.objects, [path]
+        if old:
+            FileSystems.delete(old)
+        return path
