@@ -57,7 +57,8 @@ def build_pipeline(settings: RunSettings, files: List[Tuple[str, Optional[str]]]
         options.view_as(DebugOptions).add_experiment('upload_graph')  # job graph over 10 MB
     sender = send_step(settings, options)  # may add experiments: before Pipeline copies options
     p = beam.Pipeline(runner=runner, options=options)
-    events, read_rejects = p | 'Read' >> ReadCurrentsEvents(files, settings.selector.event_types)
+    events, read_rejects = p | 'Read' >> ReadCurrentsEvents(
+        files, settings.selector.event_types, settings.store_credentials)
     messages, map_rejects = events | 'Map' >> MapToSegment(
         settings.message_id_prefix, pipeline.__version__, settings.integrations)
     batches, batch_rejects = messages | 'Batch' >> BatchMessages()

@@ -20,6 +20,7 @@ from pipeline.waves import make_waves, partitions_of
 from pipeline.resume import completed_partitions, manifest_dir
 from pipeline.paths import UsageError
 from pipeline.listing import input_pattern, list_currents_files
+from pipeline.stores import prepare_stores
 from transforms.segment_client import SegmentConfigurationError
 from transforms.write_key import WriteKeyMissing
 
@@ -119,6 +120,7 @@ def run(argv: Optional[List[str]] = None, out=None) -> int:
         settings = settings_from(options)
         local_runner_options(options)
         honour_no_auth(options)
+        prepare_stores(settings, options, is_dataflow(options))
         pattern = input_pattern(settings.input)
         done = completed_partitions(settings.rejects) if settings.resume else frozenset()
         listing = list_currents_files(pattern, settings.selector, done)

@@ -14,7 +14,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 import pipeline
-from pipeline.builder import send_step
+from pipeline.builder import is_dataflow, send_step
+from pipeline.stores import prepare_stores
 from pipeline.options import check_argv, settings_from
 from pipeline.summary import Summary
 from transforms import counts
@@ -82,7 +83,8 @@ def build_replay(settings, pattern: str, reasons, options: PipelineOptions, out_
                   RECORDS, FILES, REJECTS, main=MESSAGES))
     reread = (parsed[FILES]
               | 'SpreadFiles' >> beam.Reshuffle()
-              | 'ReReadFiles' >> beam.ParDo(ReadCurrentsFileFn(settings.selector.event_types))
+              | 'ReReadFiles' >> beam.ParDo(ReadCurrentsFileFn(settings.selector.event_types,
+                                                      settings.store_credentials))
               .with_outputs(REJECTS, main='events'))
     events = (parsed[RECORDS], reread.events) | 'AllRecords' >> beam.Flatten()
     mapped, map_rejects = events | 'Map' >> MapToSegment(
@@ -108,6 +110,7 @@ def run_replay(argv: List[str], out=None) -> int:
         # --rejects names the rejects to replay; --input is not used (files come from rejects).
         settings = settings_from(PipelineOptions(rest + ['--input', '-']))
         local_runner_options(options)
+        prepare_stores(settings, options, is_dataflow(options))
         reasons = REASONS
         if known.reasons:
             reasons = tuple(r.strip() for r in known.reasons.split(',') if r.strip())

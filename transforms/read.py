@@ -7,6 +7,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import counts
+from transforms.credentials import StoreCredentials
 from transforms.events import event_type_from_schema_name
 from transforms.model import UNREADABLE_FILE, CurrentsEvent, Reject
 
@@ -73,8 +74,13 @@ class ReadCurrentsFileFn(beam.DoFn):
     go on, the rest of the file becomes one `unreadable_file` reject.
     """
 
-    def __init__(self, event_types: FrozenSet[str]):
+    def __init__(self, event_types: FrozenSet[str],
+                 credentials: StoreCredentials = StoreCredentials()):
         self.event_types = event_types
+        self.credentials = credentials
+
+    def setup(self):
+        self.credentials.install()  # S3/Azure secrets, once per worker process
 
     def process(self, element):
         path, event_type = element
@@ -137,15 +143,18 @@ class ReadCurrentsFileFn(beam.DoFn):
 class ReadCurrentsEvents(beam.PTransform):
     """Listed files → (CurrentsEvent PCollection, Reject PCollection)."""
 
-    def __init__(self, files: List[Tuple[str, Optional[str]]], event_types: FrozenSet[str]):
+    def __init__(self, files: List[Tuple[str, Optional[str]]], event_types: FrozenSet[str],
+                 credentials: StoreCredentials = StoreCredentials()):
         super().__init__()
         self.files = files
         self.event_types = event_types
+        self.credentials = credentials
 
     def expand(self, pbegin):
         result = (pbegin
                   | 'Files' >> beam.Create(self.files)
                   | 'SpreadFiles' >> beam.Reshuffle()
                   | 'DecodeAvro' >> beam.ParDo(
-                      ReadCurrentsFileFn(self.event_types)).with_outputs(REJECTS, main='events'))
+                      ReadCurrentsFileFn(self.event_types, self.credentials)
+                  ).with_outputs(REJECTS, main='events'))
         return result.events, result[REJECTS]
