@@ -9,6 +9,7 @@ credentials source that was tried (never a secret).
 import os
 from typing import Callable, Optional, Tuple
 
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import AzureOptions, PipelineOptions, S3Options
 
 from pipeline.paths import UsageError, is_glob
@@ -65,6 +66,9 @@ def prepare_stores(settings, options: PipelineOptions, dataflow: bool = False,
         ('--dry_run_output', settings.dry_run_output)) if scheme_of(path) in ('s3', 'azfs')]
     if not locations:
         return
+    # Beam's S3 and Azure filesystems take their settings (endpoint, region, connection
+    # string) from these options; the launcher lists before any Pipeline() sets them.
+    FileSystems.set_options(options)
     schemes = {scheme_of(path) for _, path in locations}
     credentials: StoreCredentials = settings.store_credentials
     if dataflow:
