@@ -160,11 +160,12 @@ class Azurite:
                 for m in _ACCESS_LINE.finditer(text)]
 
     def blobs_opened(self, container: str, since: int = 0) -> Dict[str, int]:
-        """{blob name: GET/HEAD requests} for blob reads of one container (not listings)."""
+        """{blob name: GET/HEAD requests} for blob reads of one container (not listings,
+        nor probes of names that do not exist)."""
         opened: Dict[str, int] = {}
-        for method, path, _ in self.requests(since):
+        for method, path, status in self.requests(since):
             parts = path.lstrip('/').split('/', 2)
-            if method in ('GET', 'HEAD') and len(parts) == 3 and parts[1] == container \
-                    and parts[2]:
+            if (method in ('GET', 'HEAD') and status != 404 and len(parts) == 3
+                    and parts[1] == container and parts[2]):
                 opened[parts[2]] = opened.get(parts[2], 0) + 1
         return opened

@@ -163,11 +163,13 @@ class MotoServer:
                 for m in _ACCESS_LINE.finditer(text)]
 
     def objects_opened(self, bucket: str, since: int = 0) -> Dict[str, int]:
-        """{key: number of GET/HEAD requests} for object reads of one bucket (not listings)."""
+        """{key: number of GET/HEAD requests} for object reads of one bucket (not listings,
+        nor probes of names that do not exist)."""
         opened: Dict[str, int] = {}
-        for method, path, _ in self.requests(since):
+        for method, path, status in self.requests(since):
             parts = path.lstrip('/').split('/', 1)
-            if method in ('GET', 'HEAD') and len(parts) == 2 and parts[0] == bucket and parts[1]:
+            if (method in ('GET', 'HEAD') and status != 404 and len(parts) == 2
+                    and parts[0] == bucket and parts[1]):
                 opened[parts[1]] = opened.get(parts[1], 0) + 1
         return opened
 
