@@ -232,3 +232,99 @@ def test_missing_output_bucket_gives_one_line(aws_env, capsys, tmp_path):
     assert code == 2
     assert '--rejects s3://c2s-gone/rejects: S3 bucket c2s-gone does not exist' in \
         one_error_line(capsys.readouterr().err)
+
+
+# ------------------------------------------------------------ Secret Manager and Dataflow
+def _fake_secret_manager(secrets):
+    class FakeClient:
+        requests = []
+
+        def access_secret_version(self, request=None, **kwargs):
+            type(self).requests.append(request['name'])
+            data = secrets[request['name']]
+            return type('Response', (), {'payload': type('Payload', (), {'data': data})()})()
+    return FakeClient
+
+
+AWS_SECRET = 'projects/c2s-project/secrets/currents-s3/versions/2'
+WRITE_KEY_SECRET = 'projects/c2s-project/secrets/segment-write-key/versions/3'
+
+
+@pytest.fixture
+def secret_only(aws_env, monkeypatch):
+    """No AWS credentials in the environment: only a (fake) Secret Manager holds the pair."""
+    from transforms import credentials
+    pair = json.dumps({'aws_access_key_id': aws_env.reader[0],
+                       'aws_secret_access_key': aws_env.reader[1]}).encode()
+    client = _fake_secret_manager({AWS_SECRET: pair})
+    monkeypatch.setattr(credentials, 'secret_manager_client', client)
+    monkeypatch.delenv('AWS_ACCESS_KEY_ID')
+    monkeypatch.delenv('AWS_SECRET_ACCESS_KEY')
+    credentials.forget_installed()
+    yield client
+    credentials.forget_installed()
+
+
+def test_launcher_reads_s3_credentials_from_secret_manager(aws_env, secret_only):
+    code, summary, table = s3_run(aws_env, 'from-secret', '--aws_credentials_secret', AWS_SECRET,
+                                  '--start', '2024-05-01-02',
+                                  '--dry_run_output', f's3://{OUT}/from-secret/bodies')
+    assert code == 0, table
+    assert summary['files_read'] > 0 and balanced(summary)
+    assert secret_only.requests == [AWS_SECRET]   # once per process, launcher and workers
+
+
+def test_plan_lists_s3_keys_in_both_layouts(aws_env, corpus):
+    out = io.StringIO()
+    code = run(['--input', f's3://{BUCKET}/currents', '--rejects', f's3://{OUT}/plan/rejects',
+                '--plan', '--s3_endpoint_url', aws_env.url], out=out)
+    assert code == 0, out.getvalue()
+    assert str(len(corpus[1].files)) in out.getvalue()
+
+
+def test_dataflow_dry_run_from_s3_has_no_credential_in_the_job(aws_env, secret_only, tmp_path,
+                                                               monkeypatch, capsys):
+    from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+    from pipeline.builder import build_pipeline
+    from pipeline.listing import input_pattern, list_currents_files
+    from pipeline.options import settings_from
+    from pipeline.stores import prepare_stores
+    adc = tmp_path / 'adc.json'
+    adc.write_text(json.dumps({
+        'type': 'authorized_user', 'client_id': 'c2s-tests', 'client_secret': 'unused',
+        'refresh_token': 'unused', 'token': 'offline-dummy', 'expiry': '2099-01-01T00:00:00Z',
+        'token_uri': 'http://127.0.0.1:9/token'}))
+    monkeypatch.setenv('GOOGLE_APPLICATION_CREDENTIALS', str(adc))
+    monkeypatch.setenv('GOOGLE_CLOUD_PROJECT', 'c2s-project')
+    argv = ['--runner', 'DataflowRunner', '--project', 'c2s-project', '--region', 'us-central1',
+            '--temp_location', 'gs://c2s-dataflow-tests/tmp', '--dry_run=True',
+            '--input', f's3://{BUCKET}/currents', '--start', '2024-05-01-02',
+            '--rejects', f's3://{OUT}/dataflow/rejects', '--s3_endpoint_url', aws_env.url,
+            '--segment_write_key_secret', WRITE_KEY_SECRET,
+            '--aws_credentials_secret', AWS_SECRET]
+    out = io.StringIO()
+    assert run(argv, out=out) == 0, capsys.readouterr().err
+    assert 'Dataflow job built (--dry_run=True)' in out.getvalue()
+    # The job as DataflowRunner would submit it: options, pipeline proto, pickled DoFns.
+    options = PipelineOptions(argv)
+    settings = settings_from(options)
+    prepare_stores(settings, options, dataflow=True)
+    listing = list_currents_files(input_pattern(settings.input), settings.selector)
+    job = build_pipeline(settings, [(p, t) for p, t, _ in listing.files], options).run().job
+    text = (json.dumps(job.options.get_all_options(), default=str).encode()
+            + job.proto_pipeline.SerializeToString() + str(job.proto).encode())
+    for secret in aws_env.reader + (KEY,):
+        assert secret.encode() not in text
+    assert AWS_SECRET.encode() in text     # the name travels, so workers can read it
+    assert 'transforms.credentials.StoreCredentialsAtWorkerStart' in job.options.view_as(
+        SetupOptions).beam_plugins
+
+
+def test_dataflow_without_the_aws_secret_is_refused(aws_env, capsys):
+    code = run(['--runner', 'DataflowRunner', '--project', 'c2s-project', '--region',
+                'us-central1', '--temp_location', 'gs://c2s-dataflow-tests/tmp',
+                '--dry_run=True', '--input', f's3://{BUCKET}/currents', '--rejects',
+                'gs://c2s-dataflow-tests/rejects', '--segment_write_key_secret',
+                WRITE_KEY_SECRET, '--s3_endpoint_url', aws_env.url], out=io.StringIO())
+    assert code == 2
+    assert 'pass --aws_credentials_secret' in one_error_line(capsys.readouterr().err)
