@@ -286,7 +286,8 @@ EXAMPLES = {
     'segment_endpoint': 'https://events.eu1.segmentapis.com/v1/batch', 'segment_gzip': 'true',
     'segment_timeout': '12.5', 'max_retry_seconds': '300', 'max_events_per_second': '900',
     'max_in_flight': '8', 'integrations': '{"All": false, "Warehouses": true}',
-    'segment_write_key_secret': SECRET, 'resume': 'true', 'plan': 'true', 'wave_hours': '24',
+    'segment_write_key_secret': SECRET, 'aws_credentials_secret': SECRET,
+    'azure_connection_string_secret': SECRET, 'resume': 'true', 'plan': 'true', 'wave_hours': '24',
     'wait': 'true',
 }
 
