@@ -69,6 +69,8 @@ def prepare_stores(settings, options: PipelineOptions, dataflow: bool = False,
     # Beam's S3 and Azure filesystems take their settings (endpoint, region, connection
     # string) from these options; the launcher lists before any Pipeline() sets them.
     FileSystems.set_options(options)
+    if not dataflow:
+        share_with_local_workers(options)
     schemes = {scheme_of(path) for _, path in locations}
     credentials: StoreCredentials = settings.store_credentials
     if dataflow:
@@ -82,6 +84,24 @@ def prepare_stores(settings, options: PipelineOptions, dataflow: bool = False,
             check_s3(flag, path, options, credentials.aws_secret if installed else None)
         else:
             check_azure(flag, path, options, credentials.azure_secret if installed else None)
+
+
+def share_with_local_workers(options: PipelineOptions) -> None:
+    """Puts the store settings where local worker processes find them: their environment.
+
+    Beam 2.77's local FnApiRunner starts its worker processes with no pipeline options (an
+    empty ProvisionInfo), so Beam's S3 and Azure filesystems there would not see
+    --s3_endpoint_url, --s3_region_name or --azure_connection_string; boto3 and Beam's Azure IO
+    read the same settings from these variables. Dataflow workers get the options themselves.
+    """
+    s3 = options.view_as(S3Options)
+    if s3.s3_endpoint_url:
+        os.environ['AWS_ENDPOINT_URL_S3'] = s3.s3_endpoint_url
+    if s3.s3_region_name:
+        os.environ['AWS_DEFAULT_REGION'] = s3.s3_region_name
+    azure = options.view_as(AzureOptions)
+    if azure.azure_connection_string:   # one without a secret (refused otherwise)
+        os.environ[AZURE_ENV] = azure.azure_connection_string
 
 
 def _check_dataflow_credentials(schemes, credentials: StoreCredentials, options) -> None:

@@ -67,6 +67,7 @@ def aws_env(s3, monkeypatch, tmp_path):
     monkeypatch.setenv('AWS_ACCESS_KEY_ID', s3.reader[0])
     monkeypatch.setenv('AWS_SECRET_ACCESS_KEY', s3.reader[1])
     monkeypatch.setenv('AWS_DEFAULT_REGION', REGION)
+    monkeypatch.setenv('AWS_ENDPOINT_URL_S3', s3.url)   # restored after the test: runs set it
     monkeypatch.setenv('AWS_EC2_METADATA_DISABLED', 'true')
     monkeypatch.setenv('AWS_CONFIG_FILE', str(tmp_path / 'no-aws-config'))
     monkeypatch.setenv('AWS_SHARED_CREDENTIALS_FILE', str(tmp_path / 'no-aws-credentials'))
