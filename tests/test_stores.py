@@ -209,3 +209,12 @@ def test_worker_start_hook_reads_the_names_from_the_worker_options(clean_env, mo
                         {'aws_credentials_secret': SECRET, 'runner': 'DataflowRunner'})
     credentials._install_at_worker_start()
     assert os.environ['AWS_SECRET_ACCESS_KEY'] == SECRET_KEY
+
+
+def test_boto3_sessions_share_one_botocore_loader_after_install(clean_env):
+    """Beam's S3 filesystem makes a session per operation; they must not re-parse the models."""
+    import boto3
+    StoreCredentials().install()
+    first = boto3.session.Session()._session.get_component('data_loader')
+    second = boto3.session.Session()._session.get_component('data_loader')
+    assert first is second
