@@ -159,3 +159,32 @@ def test_bad_azure_input_gives_one_line(azure_env, monkeypatch, capsys, case):
     }[case]
     assert expected in line
     assert DEV_KEY not in line and wrong not in line
+
+
+def test_connection_string_from_secret_manager(azure, monkeypatch):
+    """No connection string in the environment: the launcher (and workers) read it from a
+    (fake) Secret Manager by name; a run then lists, reads and writes through it."""
+    from transforms import credentials
+    name = 'projects/c2s-project/secrets/currents-azure/versions/4'
+    requests = []
+
+    class FakeClient:
+        def access_secret_version(self, request=None, **kwargs):
+            requests.append(request['name'])
+            data = azure.connection_string().encode()
+            return type('R', (), {'payload': type('P', (), {'data': data})()})()
+
+    monkeypatch.setattr(credentials, 'secret_manager_client', FakeClient)
+    monkeypatch.setenv('AZURE_STORAGE_CONNECTION_STRING', 'placeholder')   # restored afterwards
+    monkeypatch.delenv('AZURE_STORAGE_CONNECTION_STRING')
+    monkeypatch.setenv('SEGMENT_WRITE_KEY', KEY)
+    credentials.forget_installed()
+    try:
+        code, summary, table = az_run(
+            azure, 'from-secret', '--azure_connection_string_secret', name,
+            '--start', '2024-05-01-02', '--dry_run_output', f'azfs://{ACCOUNT}/{OUT}/fs/b')
+    finally:
+        credentials.forget_installed()
+    assert code == 0, table
+    assert summary['files_read'] > 0 and balanced(summary)
+    assert requests == [name]
