@@ -3,7 +3,7 @@
 
     python -m bench.stores local|s3|azure|gcs
 """
-import io, json, os, sys, time, tempfile
+import io, json, os, shutil, sys, time, tempfile
 from pathlib import Path
 from devtools.sample import generate
 from pipeline.main import run
@@ -46,3 +46,5 @@ elif which == 'gcs':
         os.environ.update(STORAGE_EMULATOR_HOST=g.url, GOOGLE_APPLICATION_CREDENTIALS=str(adc), GOOGLE_CLOUD_PROJECT='p')
         g.upload_tree(work / 'currents', 'currents')
         timed('gs://bench/currents', '--no_auth')
+
+shutil.rmtree(work, ignore_errors=True)
