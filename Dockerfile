@@ -17,7 +17,7 @@
 FROM python:3.11-slim
 
 # Beam's worker entrypoint (/opt/apache/beam/boot) and its files. The Beam version here must be
-# the one setup.py pins (apache-beam[gcp]==2.77.0); tests/test_dataflow.py checks it.
+# the one setup.py pins (apache-beam[gcp,aws,azure]==2.77.0); tests/test_dataflow.py checks it.
 COPY --from=apache/beam_python3.11_sdk:2.77.0 /opt/apache/beam /opt/apache/beam
 
 # Google's Flex Template launcher for Python 3.11. "latest" is the tag Google documents as the

@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/venv.sh
+scripts/azurite.sh   # the Azure Blob emulator (Node.js) for tests/test_azure.py
 tier=()
 if [ "${1:-}" = "--fast" ]; then shift; tier=(-m "not slow"); fi
 exec python -m pytest -q -p no:cacheprovider "${tier[@]+"${tier[@]}"}" "$@" tests

@@ -20,7 +20,7 @@ setuptools.setup(
     # 50182: redirect and proxy handling; pipeline/endpoint.py parses with it), orjson 3.9.15
     # (CVE-2024-27454: unbounded recursion).
     install_requires=[
-        'apache-beam[gcp]==2.77.0',
+        'apache-beam[gcp,aws,azure]==2.77.0',  # gs://, s3:// and azfs:// (Beam's filesystems)
         'fastavro>=1.9,<2',
         'requests>=2.32.4,<3',
         'urllib3>=2.5.0,<3',
@@ -29,7 +29,8 @@ setuptools.setup(
         'google-cloud-secret-manager>=2.20,<3',
     ],
     extras_require={
-        'test': ['pytest>=8', 'hypothesis>=6.100', 'gcp-storage-emulator>=2024.8.3'],
+        'test': ['pytest>=8', 'hypothesis>=6.100', 'gcp-storage-emulator>=2024.8.3',
+                 'moto[server]>=5.2,<6'],
         'bench': ['segment-analytics-python==2.4.0'],
     },
     entry_points={'console_scripts': ['currents-to-segment=pipeline.main:main']},

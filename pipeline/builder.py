@@ -92,7 +92,8 @@ def build_pipeline(settings: RunSettings, files: List[Tuple[str, Optional[str]]]
     sends nothing, so it records nothing."""
     p = beam.Pipeline(runner=runner, options=options)
     events, read_rejects = p | 'Read' >> ReadCurrentsEvents(
-        files, settings.selector.event_types, settings.skip_files, live)
+        files, settings.selector.event_types, settings.skip_files, live,
+        settings.store_credentials)
     written = {EVENTS: events, REJECTS: read_rejects} | 'Deliver' >> deliver_step(
         settings, options, f'{settings.rejects}/rejects-{settings.run_id}-{wave}', live)
     if settings.dry_run_output:

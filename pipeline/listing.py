@@ -8,24 +8,48 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline.paths import FileSelector, UsageError, is_glob, partition_of
 
 
+OBJECT_STORES = ('gs://', 's3://', 'azfs://')
+
+
+def _store_root(input_path: str) -> str:
+    """The part of an object-store URL above any key: gs://B, s3://B or azfs://ACCOUNT/C."""
+    scheme, rest = input_path.split('://', 1)
+    depth = 2 if scheme == 'azfs' else 1
+    return f'{scheme}://' + '/'.join(rest.split('/')[:depth])
+
+
 def input_pattern(input_path: str) -> str:
-    """A match pattern for --input: a glob as given, a file as is, a folder read recursively."""
+    """A match pattern for --input: a glob as given, a file as is, a folder read recursively.
+
+    The same on every store: in gs://, s3:// and azfs:// a "folder" is a key prefix, so a path
+    that is not one object is read as the prefix `path/` (never `path-old/`).
+    """
     if is_glob(input_path):
         return input_path
-    if not input_path.startswith('gs://'):
+    if not input_path.startswith(OBJECT_STORES):
         if os.path.isdir(input_path):
             return input_path.rstrip('/') + '/**'
         return input_path
-    if input_path.endswith('/') or '/' not in input_path[len('gs://'):]:
-        return input_path.rstrip('/') + '/**'  # a prefix, or the whole bucket
+    if input_path.endswith('/') or input_path.rstrip('/') == _store_root(input_path):
+        return input_path.rstrip('/') + '/**'  # a prefix, or the whole bucket / container
     try:
         found = FileSystems.match([input_path], limits=[1])[0].metadata_list
     except Exception as exc:  # BeamIOError carries per-pattern details
-        raise UsageError(f'cannot list --input {input_path}: {type(exc).__name__}: '
-                         f'{str(exc).splitlines()[0][:200]}') from None
+        if not _not_found(exc):
+            raise UsageError(f'cannot list --input {input_path}: {type(exc).__name__}: '
+                             f'{str(exc).splitlines()[0][:200]}') from None
+        found = []
     if found and found[0].path == input_path:
         return input_path
     return input_path + '/**'
+
+
+def _not_found(exc: BaseException) -> bool:
+    """Beam 2.77's Azure filesystem raises (code 404) where the others say "does not exist"."""
+    if getattr(exc, 'code', None) == 404:
+        return True
+    details = getattr(exc, 'exception_details', None) or {}
+    return any(isinstance(e, BaseException) and _not_found(e) for e in details.values())
 
 
 class Listing(NamedTuple):
@@ -42,7 +66,8 @@ DELIVERED = 'delivered_by_earlier_run'
 def list_currents_files(pattern: str, selector: FileSelector,
                         done_partitions: FrozenSet[str] = frozenset(),
                         delivered: Optional[Callable[[str, int, float], bool]] = None) -> Listing:
-    """Lists the pattern once (Beam's filesystems, local or gs://), deciding from paths alone.
+    """Lists the pattern once (Beam's filesystems: local, gs://, s3:// or azfs://),
+    deciding from paths alone.
 
     Listing in the launcher lets a run plan, prune, resume and split into waves before any
     worker starts; no file is opened here.
@@ -56,7 +81,7 @@ def list_currents_files(pattern: str, selector: FileSelector,
     for metadata in sorted(found, key=lambda m: m.path):
         path = metadata.path
         if path.endswith('/'):
-            continue  # a GCS "folder" placeholder object, not a file
+            continue  # a "folder" placeholder object (GCS/S3 consoles), not a file
         decision = selector.decide(path)
         if decision.action.startswith('skip_'):
             skipped[decision.action] += 1

@@ -31,6 +31,7 @@ from pipeline.waves import make_waves, partitions_of
 from pipeline.resume import completed_partitions, manifest_dir
 from pipeline.paths import UsageError
 from pipeline.listing import input_pattern, list_currents_files
+from pipeline.stores import prepare_stores
 from transforms.segment_client import SegmentConfigurationError
 from transforms.write_key import WriteKeyMissing
 
@@ -212,6 +213,7 @@ def _run(argv, out) -> int:
                              'give the same --rejects')
         local_runner_options(options)
         honour_no_auth(options)
+        prepare_stores(settings, options, is_dataflow(options))
         if settings.since_last_run or settings.follow:
             from pipeline import incremental
             return incremental.run(settings, options, argv, out)

@@ -12,6 +12,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from transforms.profiles import CLASSIC, PROFILES, currents_types, resolve_event_types
 from pipeline.paths import FileSelector, UsageError, parse_hour
 from pipeline.endpoint import endpoint_for
+from transforms.credentials import StoreCredentials
 from transforms.write_key import WriteKeySource
 
 SECRET_NAME = re.compile(r'^projects/[^/]+/secrets/[^/]+/versions/[^/]+$')
@@ -28,8 +29,9 @@ class CurrentsToSegmentOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         a = parser.add_argument
-        a('--input', help='Currents export: prefix, folder, file or glob; local or gs://')
-        a('--rejects', help='Folder (local or gs://) for rejects JSON Lines')
+        a('--input', help='Currents export: prefix, folder, file or glob; local, gs://, '
+                          's3://BUCKET/PREFIX or azfs://ACCOUNT/CONTAINER/PREFIX')
+        a('--rejects', help='Folder (local, gs://, s3:// or azfs://) for rejects JSON Lines')
         a('--start', help='First date= hour read, YYYY-MM-DD[-HH] UTC (inclusive)')
         a('--end', help='Date= hour where reading stops, YYYY-MM-DD[-HH] UTC (exclusive)')
         a('--event_types', help='Comma-separated Segment event names or Currents types to read '
@@ -54,6 +56,12 @@ class CurrentsToSegmentOptions(PipelineOptions):
         a('--integrations', help='JSON object sent as each message\'s `integrations`')
         a('--segment_write_key_secret',
           help='Secret Manager version holding the write key: projects/P/secrets/S/versions/V')
+        a('--aws_credentials_secret',
+          help='Secret Manager version holding the AWS access key pair for s3:// paths (JSON '
+               'or the AWS console CSV): projects/P/secrets/S/versions/V')
+        a('--azure_connection_string_secret',
+          help='Secret Manager version holding the Azure Storage connection string for azfs:// '
+               'paths: projects/P/secrets/S/versions/V')
         a('--resume', action='store_true', default=False,
           help='Skip input partitions that earlier runs with the same --rejects completed')
         a('--plan', action='store_true', default=False,
@@ -174,6 +182,7 @@ class RunSettings:
     max_in_flight: int = 4
     integrations: Optional[Dict[str, Any]] = None
     key_source: WriteKeySource = field(default_factory=WriteKeySource)
+    store_credentials: StoreCredentials = field(default_factory=StoreCredentials)
     run_id: str = ''
     resume: bool = False
     plan: bool = False
@@ -201,7 +210,35 @@ def check_argv(argv, extra=None) -> None:
             raise UsageError('the write key is never a command-line option (it would show in '
                              'process lists and the Dataflow console): set SEGMENT_WRITE_KEY or '
                              'use --segment_write_key_secret')
+    refuse_store_secrets(argv)
     refuse_unknown_options(argv, extra)
+
+
+S3_SECRET_FLAGS = ('--s3_access_key_id', '--s3_secret_access_key', '--s3_session_token')
+_AZURE_SECRET_PART = re.compile(r'(?i)(?:^|;)\s*(?:AccountKey|SharedAccessSignature)\s*=')
+
+
+def refuse_store_secrets(argv) -> None:
+    """Beam's S3/Azure flags that would carry a secret into process lists and job options.
+
+    The access key id alone is not secret, but it is useless without its secret key, so all
+    three S3 credential flags are refused: credentials come from one place, boto3's chain.
+    """
+    for i, arg in enumerate(argv):
+        flag, has_value, value = arg.partition('=')
+        if flag in S3_SECRET_FLAGS:
+            raise UsageError(f'{flag}: AWS credentials are never command-line options (they '
+                             f'would show in process lists and the Dataflow job): use '
+                             f'AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws/credentials or '
+                             f'a role, and on Dataflow --aws_credentials_secret')
+        if flag == '--azure_connection_string':
+            if not has_value:
+                value = argv[i + 1] if i + 1 < len(argv) else ''
+            if _AZURE_SECRET_PART.search(value):
+                raise UsageError('--azure_connection_string with an AccountKey or '
+                                 'SharedAccessSignature is never a command-line option: set '
+                                 'AZURE_STORAGE_CONNECTION_STRING, and on Dataflow use '
+                                 '--azure_connection_string_secret')
 
 
 def settings_from(options: PipelineOptions, need_rejects: bool = True) -> RunSettings:
@@ -254,6 +291,10 @@ def settings_from(options: PipelineOptions, need_rejects: bool = True) -> RunSet
     if o.segment_write_key_secret and not SECRET_NAME.match(o.segment_write_key_secret):
         raise UsageError('--segment_write_key_secret must look like '
                          'projects/P/secrets/S/versions/V')
+    for flag, name in (('--aws_credentials_secret', o.aws_credentials_secret),
+                       ('--azure_connection_string_secret', o.azure_connection_string_secret)):
+        if name and not SECRET_NAME.match(name):
+            raise UsageError(f'{flag} must look like projects/P/secrets/S/versions/V')
     for flag, value in (('--segment_timeout', o.segment_timeout),
                         ('--max_retry_seconds', o.max_retry_seconds)):
         if value <= 0:
@@ -282,6 +323,8 @@ def settings_from(options: PipelineOptions, need_rejects: bool = True) -> RunSet
         max_events_per_second=o.max_events_per_second, max_in_flight=o.max_in_flight,
         integrations=integrations,
         key_source=WriteKeySource(secret_name=o.segment_write_key_secret or None),
+        store_credentials=StoreCredentials(o.aws_credentials_secret or None,
+                                           o.azure_connection_string_secret or None),
         run_id=datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%dT%H%M%S%fZ'),
         resume=o.resume, plan=o.plan, wave_hours=o.wave_hours, wait=o.wait,
         fresh_worker_processes=o.fresh_worker_processes, segment_sent_at=o.segment_sent_at,

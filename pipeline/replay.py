@@ -19,7 +19,8 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.builder import deliver_step, job_options
+from pipeline.builder import deliver_step, is_dataflow, job_options
+from pipeline.stores import prepare_stores
 from pipeline.options import check_argv, settings_from
 from pipeline.paths import UsageError, is_glob
 from pipeline.summary import Summary
@@ -219,7 +220,8 @@ def build_replay(settings, pattern: str, reasons, options: PipelineOptions, out_
                   RECORDS, FILES, REJECTS, main=MESSAGES))
     reread = (parsed[FILES]
               | 'SpreadFiles' >> beam.Reshuffle()
-              | 'ReReadFiles' >> beam.ParDo(ReadCurrentsFileFn(settings.selector.event_types))
+              | 'ReReadFiles' >> beam.ParDo(ReadCurrentsFileFn(
+                  settings.selector.event_types, credentials=settings.store_credentials))
               .with_outputs(REJECTS, main='events'))
     events = (parsed[RECORDS], reread.events) | 'AllRecords' >> beam.Flatten()
     rejects = (parsed[REJECTS], reread[REJECTS]) | 'ParseRejects' >> beam.Flatten()
@@ -267,6 +269,7 @@ def run_replay(argv: List[str], out=None) -> int:
         # --rejects names the rejects to replay; --input is not used (files come from rejects).
         settings = settings_from(PipelineOptions(rest + ['--input', '-']))
         local_runner_options(options)
+        prepare_stores(settings, options, is_dataflow(options))
         reasons = REASONS
         if known.reasons:
             reasons = tuple(r.strip() for r in known.reasons.split(',') if r.strip())

@@ -305,7 +305,8 @@ EXAMPLES = {
     'skip_files': 'gs://bkt/currents/x.avro',
     'segment_timeout': '12.5', 'max_retry_seconds': '300', 'max_events_per_second': '900',
     'max_in_flight': '8', 'integrations': '{"All": false, "Warehouses": true}',
-    'segment_write_key_secret': SECRET, 'resume': 'true', 'plan': 'true', 'wave_hours': '24',
+    'segment_write_key_secret': SECRET, 'aws_credentials_secret': SECRET,
+    'azure_connection_string_secret': SECRET, 'resume': 'true', 'plan': 'true', 'wave_hours': '24',
     'wait': 'true', 'mapping': 'current', 'include_anonymous': 'true', 'segment_sent_at': 'false',
     'since_last_run': 'true',
 }

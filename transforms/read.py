@@ -22,6 +22,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import counts, progress
+from transforms.credentials import StoreCredentials
 from transforms.events import event_type_from_schema_name
 from transforms.model import UNREADABLE_FILE, CurrentsEvent, Reject
 from transforms.progress import LiveChannel
@@ -321,12 +322,15 @@ class ReadCurrentsFileFn(beam.DoFn):
     reporter, stop = progress.NO_REPORTER, progress.NO_STOP   # until setup()
 
     def __init__(self, event_types: FrozenSet[str], skip_files: FrozenSet[str] = frozenset(),
-                 live: LiveChannel = LiveChannel()):
+                 live: LiveChannel = LiveChannel(),
+                 credentials: StoreCredentials = StoreCredentials()):
         self.event_types = event_types
         self.skip_files = skip_files
         self.live = live
+        self.credentials = credentials
 
     def setup(self):
+        self.credentials.install()  # S3/Azure secrets, once per worker process
         self.reporter = self.live.reporter()
         self.stop = self.live.stop()
 
@@ -398,18 +402,20 @@ class ReadCurrentsEvents(beam.PTransform):
     """Listed files → (CurrentsEvent PCollection, Reject PCollection)."""
 
     def __init__(self, files: List[Tuple[str, Optional[str]]], event_types: FrozenSet[str],
-                 skip_files: FrozenSet[str] = frozenset(), live: LiveChannel = LiveChannel()):
+                 skip_files: FrozenSet[str] = frozenset(), live: LiveChannel = LiveChannel(),
+                 credentials: StoreCredentials = StoreCredentials()):
         super().__init__()
         self.files = files
         self.event_types = event_types
         self.skip_files = skip_files
         self.live = live
+        self.credentials = credentials
 
     def expand(self, pbegin):
         result = (pbegin
                   | 'Files' >> beam.Create(self.files)
                   | 'SpreadFiles' >> beam.Reshuffle()
                   | 'DecodeAvro' >> beam.ParDo(
-                      ReadCurrentsFileFn(self.event_types, self.skip_files, self.live)).with_outputs(
-                          REJECTS, main='events'))
+                      ReadCurrentsFileFn(self.event_types, self.skip_files, self.live,
+                                         self.credentials)).with_outputs(REJECTS, main='events'))
         return result.events, result[REJECTS]
