@@ -9,10 +9,12 @@ import signal
 import time
 
 from pipeline.builder import is_dataflow
+from pipeline.cli import EXIT_OK, check_sending_setup, finish, run_failed
 from pipeline.incremental import lag_text, new_files, release, take_lock, wave_summary
 from pipeline.listing import DELIVERED, input_pattern
 from pipeline.paths import UsageError
 from pipeline.summary import Summary
+from pipeline.waves import DEFAULT_WAVE_HOURS, make_waves
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 MAX_FAILED_POLLS = 5   # listings in a row that fail before --follow gives up
@@ -61,9 +63,6 @@ def wave_line(number: int, files, summary: Summary, seconds: float, stamps=None)
 
 def follow(settings, options, argv, out) -> int:
     from pipeline.local_runner import WarmWorkersRunner, start_warm_workers
-    from pipeline.main import (DEFAULT_WAVE_HOURS, EXIT_FAILED, EXIT_OK, check_sending_setup,
-                               error, finish, stop_reason, _one_line)
-    from pipeline.waves import make_waves
     if is_dataflow(options):
         raise UsageError('--follow runs locally; on Dataflow launch --since_last_run on a '
                          'schedule (README, "Keeping Segment fed")')
@@ -105,14 +104,9 @@ def follow(settings, options, argv, out) -> int:
                 try:
                     summary = wave_summary(settings, options, wave, f'f{waves}', runner)
                 except Exception as exc:   # nothing of this wave is recorded: rerun sends it
-                    reason = stop_reason(exc)
                     print(f'follow: wave {waves} failed; its files are sent again by the next '
                           f'run', file=out, flush=True)
-                    if reason:
-                        error(reason[0])
-                        return reason[1]
-                    error(f'the run failed: {type(exc).__name__}: {_one_line(exc)}')
-                    return EXIT_FAILED
+                    return run_failed(exc)
                 total = total.add(summary)
                 files_sent += len(wave)
                 print(wave_line(waves, wave, summary, time.monotonic() - started,

@@ -15,22 +15,18 @@ from typing import List, Optional, Tuple
 from apache_beam.options.pipeline_options import TestOptions
 
 from pipeline.builder import build_pipeline, is_dataflow
+from pipeline.cli import EXIT_OK, check_sending_setup, finish
 from pipeline.ledger import Ledger, segment_path
 from pipeline.listing import DELIVERED, Listing, input_pattern, list_currents_files
 from pipeline.lock import Lock, LockBusy, lock_path
 from pipeline.paths import UsageError, hour_from_path
+from pipeline.running import run_waves
 from pipeline.summary import Summary
+from pipeline.waves import DEFAULT_WAVE_HOURS, make_waves
 
 # A submitted (detached) Dataflow job holds the lock until its per-file record appears, or
 # at most this long if it fails; the next launch then takes the stale lock over.
 DETACHED_LEASE_SECONDS = 6 * 3600
-
-
-def run(settings, options, argv, out) -> int:
-    if settings.follow:
-        from pipeline.follow import follow
-        return follow(settings, options, argv, out)
-    return since_last_run(settings, options, argv, out)
 
 
 def take_lock(settings, options, out, mode: str) -> Tuple[Optional[Lock], bool]:
@@ -105,9 +101,6 @@ def since_last_run(settings, options, argv, out) -> int:
     from pipeline.local_runner import (WarmWorkersRunner, local_parallelism,
                                        start_warm_workers, uses_worker_processes,
                                        worker_processes)
-    from pipeline.main import (DEFAULT_WAVE_HOURS, EXIT_OK, check_sending_setup, finish,
-                               run_waves)
-    from pipeline.waves import make_waves
     started = time.monotonic()
     dataflow = is_dataflow(options)
     if dataflow and not settings.wait and settings.wave_hours:

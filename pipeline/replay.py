@@ -20,6 +20,9 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.builder import deliver_step, is_dataflow, job_options
+from pipeline.cli import (EXIT_OK, USAGE_ERRORS, check_sending_setup, finish, run_failed,
+                          usage_error)
+from pipeline.local_runner import local_runner_options
 from pipeline.stores import prepare_stores
 from pipeline.options import check_argv, settings_from
 from pipeline.paths import UsageError, is_glob
@@ -33,7 +36,6 @@ from transforms.model import (INVALID_RECORD, REASONS, UNREADABLE_FILE, Currents
 from transforms.profiles import CURRENT_EVENTS
 from pipeline.resume import input_identity
 from transforms.read import REJECTS, ReadCurrentsFileFn
-from transforms.write_key import WriteKeyMissing
 
 RECORDS, FILES = 'records', 'files'
 NOT_REPLAYED = 'not_replayed'
@@ -253,8 +255,6 @@ def print_replay_help(out) -> None:
 
 
 def run_replay(argv: List[str], out=None) -> int:
-    from pipeline.main import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, _one_line, check_sending_setup,
-                               error, finish, local_runner_options, stop_reason)
     out = out or sys.stdout
     if '-h' in argv or '--help' in argv:
         print_replay_help(out)
@@ -281,9 +281,8 @@ def run_replay(argv: List[str], out=None) -> int:
         if not FileSystems.match([pattern])[0].metadata_list:
             raise UsageError(f'no rejects files match {pattern}')
         check_sending_setup(settings, options)
-    except (UsageError, WriteKeyMissing) as exc:
-        error(_one_line(exc))
-        return EXIT_USAGE
+    except USAGE_ERRORS as exc:
+        return usage_error(exc)
     folder = settings.rejects if not (is_glob(settings.rejects) or
                                       settings.rejects.endswith('.jsonl')) else \
         settings.rejects.rsplit('/', 1)[0]
@@ -293,11 +292,8 @@ def run_replay(argv: List[str], out=None) -> int:
                               out_prefix,
                               input_identity(known.input) if known.input else None).run()
         result.wait_until_finish()
-    except Exception as exc:
-        reason = stop_reason(exc)
-        error(reason[0] if reason else f'the replay failed: {type(exc).__name__}: '
-              f'{_one_line(exc, 200)}', note=True)
-        return reason[1] if reason else EXIT_FAILED
+    except Exception as exc:   # the runner re-raises worker errors: one line
+        return run_failed(exc, 'replay')
     summary = Summary.from_result(result, settings.mapping)
     print(summary.table(), file=out)
     not_replayed = {k.split(counts.SEP, 1)[1]: v for k, v in summary.values.items()

@@ -6,6 +6,7 @@ from pipeline.paths import hour_from_path
 from pipeline.listing import partition_key
 
 EPOCH = datetime.datetime(1970, 1, 1)
+DEFAULT_WAVE_HOURS = 24   # a local run's waves when --wave_hours is not given
 
 
 def make_waves(files: List[Tuple[str, Optional[str], int]], wave_hours: int):

@@ -15,7 +15,7 @@ import pytest
 
 from devtools.receiver import SegmentReceiver
 from devtools.sample import generate
-from pipeline.main import exit_decision
+from pipeline.cli import exit_decision
 from pipeline.options import check_argv, unknown_option_error
 from pipeline.paths import UsageError
 from pipeline.progress import eta_seconds, format_duration, progress_line

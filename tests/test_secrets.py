@@ -22,7 +22,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.builder import build_pipeline
 from devtools.receiver import SegmentReceiver
-from pipeline.main import local_runner_options, run
+from pipeline.local_runner import local_runner_options
+from pipeline.main import run
 from pipeline.options import settings_from
 from tests.helpers import avro_bytes, record, write_file
 from transforms.model import SegmentMessage

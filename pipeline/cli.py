@@ -1,0 +1,203 @@
+"""The command line's shared plumbing: exit statuses, one-line errors, and the last line.
+
+A run, `replay`, `--since_last_run` and `--follow` all answer through these, so every error path
+ends the same way: one line on stderr and an exit status a scheduler can act on (README, "Exit
+status").
+"""
+import contextlib
+import os
+import re
+import shlex
+import sys
+import tempfile
+from typing import Optional, Tuple
+
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, WorkerOptions
+
+from pipeline.builder import is_dataflow
+from pipeline.paths import UsageError
+from pipeline.progress import SIGNAL_NAMES
+from pipeline.summary import Summary
+from transforms.segment_client import SegmentConfigurationError
+from transforms.write_key import WriteKeyMissing
+
+PROG = 'currents-to-segment'
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SEGMENT_CONFIG = 0, 1, 2, 3
+EXIT_DELIVERY_REJECTS = 4       # completed and balanced, but events need a replay
+EXIT_SIGNAL_BASE = 128          # + the signal: 130 SIGINT, 143 SIGTERM
+DELIVERY_REASONS = frozenset({'retries_exhausted', 'segment_rejected'})
+_KNOWN_FAILURES = (SegmentConfigurationError, WriteKeyMissing)
+
+
+def honour_no_auth(options: PipelineOptions) -> None:
+    """--no_auth: connect to GCS anonymously instead of retrying a credentials lookup.
+
+    Beam 2.77 reads --no_auth only for the Dataflow API; its GCS client still looks for
+    Application Default Credentials, retrying for ~20 s and logging tracebacks when there are
+    none (e.g. against a GCS emulator or a public bucket). Uses a Beam internal, guarded.
+    """
+    if not options.view_as(GoogleCloudOptions).no_auth:
+        return
+    try:
+        from apache_beam.internal.gcp.auth import _Credentials
+        with _Credentials._credentials_lock:
+            _Credentials._credentials, _Credentials._credentials_init = None, True
+    except (ImportError, AttributeError):
+        pass
+
+def one_line(exc: BaseException, limit: int = 400) -> str:
+    """An exception as one line: its non-empty lines joined (Beam puts reasons on line 2)."""
+    text = str(exc).split(' [while running', 1)[0]
+    joined = ' '.join(line.strip() for line in text.splitlines() if line.strip())
+    return (joined[:limit] + '...' if len(joined) > limit else joined) or type(exc).__name__
+
+def stop_reason(exc: BaseException) -> Optional[Tuple[str, int]]:
+    """Our own stop reasons and their exit status (no key: 2, key refused by Segment: 3),
+    found even when a runner re-raised or wrapped them."""
+    seen = set()
+    current = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, _KNOWN_FAILURES):
+            return one_line(current), _exit_for(type(current).__name__)
+        current = current.__cause__ or current.__context__
+    match = re.search(r'(SegmentConfigurationError|WriteKeyMissing): ([^\n\[]+)', str(exc))
+    return (match.group(2).strip(), _exit_for(match.group(1))) if match else None
+
+def _exit_for(name: str) -> int:
+    return EXIT_USAGE if name == 'WriteKeyMissing' else EXIT_SEGMENT_CONFIG
+
+def check_sending_setup(settings, options: PipelineOptions) -> None:
+    """Refuses, before anything runs, a run that could only fail or mis-throttle on workers."""
+    if settings.dry_run_output:
+        return
+    if is_dataflow(options):
+        if not settings.key_source.secret_name:
+            raise UsageError('on Dataflow the workers read the write key from Secret Manager: '
+                             'pass --segment_write_key_secret projects/P/secrets/S/versions/V')
+        workers = options.view_as(WorkerOptions)
+        if settings.max_events_per_second > 0 and not (workers.max_num_workers
+                                                       or workers.num_workers):
+            raise UsageError('--max_events_per_second on Dataflow is divided between workers: '
+                             'set --max_num_workers (or --num_workers)')
+    elif not settings.key_source.secret_name:
+        settings.key_source.resolve()  # fail before reading anything if no key is set
+
+class Console:
+    """Where the one-line answers and progress go (stderr), and the run's log file if any.
+
+    From the command line, Beam's and gRPC's own log and tracebacks go to the log file
+    (see `main`); an error line names it when it holds anything.
+    """
+
+    def __init__(self, stream=None, log_path: Optional[str] = None):
+        self._stream = stream
+        self.log_path = log_path
+
+    @property
+    def stream(self):
+        return self._stream or sys.stderr
+
+    def log_note(self) -> str:
+        try:
+            if self.log_path and os.path.getsize(self.log_path) > 0:
+                return f' (details: {self.log_path})'
+        except OSError:
+            pass
+        return ''
+
+_console = Console()
+
+def error(message: str, note: bool = False) -> None:
+    """One line on stderr; with `note`, the log file that holds the details, if any."""
+    print(f'{PROG}: error: {message}{_console.log_note() if note else ""}',
+          file=_console.stream, flush=True)
+
+def check_rejects_writable(rejects: str) -> None:
+    """A local --rejects must be writable before anything is sent (else one line, exit 2)."""
+    if '://' in rejects:
+        return
+    try:
+        os.makedirs(rejects, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=rejects, prefix='.write-check-')
+        probe.close()
+    except OSError as exc:
+        raise UsageError(f'cannot write to --rejects {rejects}: '
+                         f'{exc.strerror or type(exc).__name__}') from None
+
+def exit_decision(d: dict, balanced: bool, rejects: str, signum: Optional[int] = None,
+                  files_not_started: int = 0) -> Tuple[int, Optional[str]]:
+    """The exit status a scheduler acts on, and the last line that explains it (pure)."""
+    if signum is not None:
+        name = SIGNAL_NAMES.get(signum, str(signum))
+        left = d.get('not_sent_stopped', 0)
+        files = d.get('files_not_read_stopped', 0) + files_not_started
+        return EXIT_SIGNAL_BASE + signum, (
+            f'stopped by {name}: {d["sent"]:,} events sent; {left:,} read but not sent and '
+            f'{files:,} files not read are not recorded as done: rerun with --resume to send '
+            f'them')
+    if not balanced:
+        return EXIT_FAILED, 'the summary does not balance (read != dropped + sent + rejected)'
+    delivery = {r: n for r, n in d['rejected_by_reason'].items() if r in DELIVERY_REASONS and n}
+    if delivery:
+        total = sum(delivery.values())
+        reasons = ','.join(sorted(delivery))
+        return EXIT_DELIVERY_REJECTS, (
+            f'{total:,} events were rejected for delivery ('
+            + ', '.join(f'{r} {n:,}' for r, n in sorted(delivery.items()))
+            + f'); once the cause is fixed, re-send them with: '
+              f'{PROG} replay --rejects {shlex.quote(rejects)} --reasons {reasons}')
+    return EXIT_OK, None
+
+def finish(summary: Summary, summary_output: Optional[str], rejects: str = '',
+           signum: Optional[int] = None, files_not_started: int = 0) -> int:
+    """Writes --summary_output and turns the summary into the exit status and its last line."""
+    if summary_output:
+        with FileSystems.create(summary_output) as f:
+            f.write(summary.to_json().encode('utf-8'))
+    code, line = exit_decision(summary.as_dict(), summary.balanced, rejects, signum,
+                               files_not_started)
+    if code == EXIT_FAILED:
+        error(line)
+    elif line:
+        print(f'{PROG}: {line}', file=_console.stream, flush=True)
+    return code
+
+
+USAGE_ERRORS = (UsageError, WriteKeyMissing)
+
+
+@contextlib.contextmanager
+def using_console(console: Optional['Console'] = None):
+    """Answers (error lines, the last line) go to `console` while the block runs."""
+    global _console
+    previous, _console = _console, console or Console()
+    try:
+        yield _console
+    finally:
+        _console = previous
+
+
+def current_console() -> 'Console':
+    return _console
+
+
+def usage_error(exc: BaseException) -> int:
+    """Bad arguments, no input, no write key: one line, exit 2."""
+    error(one_line(exc))
+    return EXIT_USAGE
+
+
+def run_failed(exc: BaseException, what: str = 'run', died: Optional[str] = None) -> int:
+    """A pipeline that raised: our own stop reasons keep their exit status (no key: 2, key
+    refused by Segment: 3); a dead worker process or anything else is one line, exit 1."""
+    reason = stop_reason(exc)
+    if reason:
+        error(reason[0], note=True)
+        return reason[1]
+    if died:
+        error(died, note=True)
+        return EXIT_FAILED
+    error(f'the {what} failed: {type(exc).__name__}: {one_line(exc, 200)}', note=True)
+    return EXIT_FAILED
