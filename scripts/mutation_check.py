@@ -38,7 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Each pure module and its own fast unit tests (quickest first: -x stops at the first failure).
 TESTS = {
-    'transforms/mapping.py': ['tests/test_mapping.py', 'tests/test_limits.py'],
+    'transforms/mapping.py': ['tests/test_mapping_edges.py', 'tests/test_limits.py',
+                              'tests/test_mapping.py'],
     'transforms/sizing.py': ['tests/test_limits.py', 'tests/test_batching.py'],
     'transforms/retry.py': ['tests/test_retry_decisions.py', 'tests/test_segment_client.py',
                             'tests/test_client_behaviour.py'],
@@ -236,6 +237,10 @@ def run_all(jobs, slots, timeout_of):
                 results[(module, label)] = 'timeout'
             else:
                 continue
+            if label != 'baseline':   # progress: . killed, S survived, T timed out
+                code = results[(module, label)]
+                sys.stderr.write('S' if code == 0 else 'T' if code == 'timeout' else '.')
+                sys.stderr.flush()
             (slot.dir / module).write_text((ROOT / module).read_text())
             slot.pid = None
     return results
@@ -304,6 +309,7 @@ def main(argv=None):
             timeout_of[job[0]] = max(10.0, 3 * took + 5)
         results = run_all([j for m in modules for j in mutants.get(m, [])], slots, timeout_of)
 
+    sys.stderr.write('\n')
     worst = 100.0
     for module in modules:
         labels = [label for _, _, label in mutants.get(module, [])]
