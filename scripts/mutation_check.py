@@ -284,10 +284,8 @@ def main(argv=None):
     os.environ['CI'] = '1'                 # the tests' fixed Hypothesis examples: a repeatable score
     os.environ['PYTHONDONTWRITEBYTECODE'] = '1'
     sys.dont_write_bytecode = True         # a stale .pyc must never stand in for a mutant
-    import pytest  # noqa: F401  (paid once, before forking)
-    import hypothesis  # noqa: F401
-    if any('batching' in t for m in modules for t in TESTS[m]):
-        import apache_beam  # noqa: F401
+    # Third-party imports paid once, before forking (never the project's own modules).
+    import apache_beam, fastavro, hypothesis, orjson, pytest, requests  # noqa: F401,E401
 
     with tempfile.TemporaryDirectory(prefix='mutation-') as tmp:
         slots = []
@@ -317,7 +315,9 @@ def main(argv=None):
         killed = len(labels) - len(survivors)
         score = 100.0 * killed / len(labels) if labels else 100.0
         worst = min(worst, score)
-        print(f'{module}: {killed}/{len(labels)} killed ({score:.0f}%)')
+        timeouts = sum(results[(module, lb)] == 'timeout' for lb in labels)
+        print(f'{module}: {killed}/{len(labels)} killed ({score:.0f}%)'
+              + (f', {timeouts} of them by timing out' if timeouts else ''))
         for label in sorted(survivors, key=lambda lb: int(lb.split()[1].rstrip(':'))):
             print(f'    survived  {label}')
     return 0 if worst >= args.min else 1

@@ -305,6 +305,13 @@ def test_the_limiter_reports_each_wait():
     assert limiter.acquire(1) == 1.0
 
 
+def test_a_rate_below_one_event_per_second_still_paces():
+    clock = Clock()
+    limiter = RateLimiter(0.5, clock, clock.sleep)
+    assert [limiter.acquire(1) for _ in range(3)] == [0.0, 2.0, 2.0]
+    assert clock.now == 1004.0
+
+
 def test_rate_zero_never_waits():
     clock = Clock(now=0.0)
     for limiter in (RateLimiter(0, clock, clock.sleep), RateLimiter(clock=clock, sleep=clock.sleep)):

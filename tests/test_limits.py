@@ -108,7 +108,7 @@ def test_the_packer_hands_back_each_full_batch_as_it_closes():
 def test_a_custom_body_limit_must_hold_the_envelope_and_one_full_message():
     # 48 bytes of envelope + one 32,000-byte message.
     BatchPacker(max_body_bytes=32_048)
-    with pytest.raises(ValueError, match='too small'):
+    with pytest.raises(ValueError, match='^max_body_bytes too small to hold one message$'):
         BatchPacker(max_body_bytes=32_047)
 
 
