@@ -14,6 +14,8 @@ from transforms import segment_client
 from transforms.model import SegmentBatch, SegmentMessage
 from transforms.segment_client import (RateLimiter, SegmentClient, SegmentConfigurationError,
                                        sent_at_now, shared_rate_limiter)
+from transforms.send import SendBatchesFn
+from transforms.write_key import WriteKeySource
 
 URL = 'https://api.segment.io/v1/batch'
 SENT_AT = re.compile(r'^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$')
@@ -347,3 +349,17 @@ def test_one_shared_limiter_per_rate():
     assert shared_rate_limiter(123.0) is shared_rate_limiter(123.0)
     assert shared_rate_limiter(123.0).rate == 123.0
     assert shared_rate_limiter(124.0) is not shared_rate_limiter(123.0)
+
+
+@pytest.mark.parametrize('rate', [250.0, 0.0])
+def test_the_send_step_paces_with_the_rate_it_was_given(monkeypatch, rate):
+    monkeypatch.setenv('CURRENTS_TEST_WRITE_KEY', 'KEY')
+    fn = SendBatchesFn(URL, WriteKeySource(env_var='CURRENTS_TEST_WRITE_KEY'),
+                       events_per_second=rate)
+    fn.setup()
+    try:
+        assert fn.client.limiter is shared_rate_limiter(rate)
+        assert fn.client.limiter.rate == rate
+    finally:
+        fn.pool.shutdown()
+        fn.session.close()
