@@ -209,7 +209,7 @@ class Slot:
         self.started = 0.0
 
 
-def run_all(jobs, slots, timeout_of):
+def run_all(jobs, slots, timeout_of, originals):
     """Runs (module, source, label) jobs in the slots; returns {label: exit code or 'timeout'}."""
     pending = list(jobs)
     results = {}
@@ -241,7 +241,7 @@ def run_all(jobs, slots, timeout_of):
                 code = results[(module, label)]
                 sys.stderr.write('S' if code == 0 else 'T' if code == 'timeout' else '.')
                 sys.stderr.flush()
-            (slot.dir / module).write_text((ROOT / module).read_text())
+            (slot.dir / module).write_text(originals[module])
             slot.pid = None
     return results
 
@@ -260,8 +260,9 @@ def main(argv=None):
         print(f'warning: {missing} not found; its modules are checked without it')
 
     mutants = {}
+    originals = {m: (ROOT / m).read_text() for m in modules}   # the copies are reset to these
     for module in modules:
-        tree = ast.parse((ROOT / module).read_text())
+        tree = ast.parse(originals[module])
         original = ast.unparse(tree)
         seen = set()
         for point in mutation_points(tree):
@@ -294,18 +295,19 @@ def main(argv=None):
             slots.append(Slot(Path(tmp) / str(n)))
         # The unmutated module (as the mutants are written: unparsed) must pass its tests.
         timeout_of = {m: 600.0 for m in modules}
-        baseline = [(m, ast.unparse(ast.parse((ROOT / m).read_text())), 'baseline')
+        baseline = [(m, ast.unparse(ast.parse(originals[m])), 'baseline')
                     for m in modules]
         started = {}
         for job in baseline:
             started[job[0]] = time.monotonic()
-            code = run_all([job], slots[:1], timeout_of)[(job[0], 'baseline')]
+            code = run_all([job], slots[:1], timeout_of, originals)[(job[0], 'baseline')]
             took = time.monotonic() - started[job[0]]
             if code != 0:
                 print(f'{job[0]}: its tests fail without any mutant (exit {code}); fix that first')
                 return 2
             timeout_of[job[0]] = max(10.0, 3 * took + 5)
-        results = run_all([j for m in modules for j in mutants.get(m, [])], slots, timeout_of)
+        results = run_all([j for m in modules for j in mutants.get(m, [])], slots, timeout_of,
+                          originals)
 
     sys.stderr.write('\n')
     worst = 100.0
