@@ -21,7 +21,8 @@ _PLAIN_URL = re.compile(r"[A-Za-z0-9\-._~:/?\[\]!$&'()*+,;=%]+")
 
 
 def _refuse(why: str) -> ValueError:
-    return ValueError(f'--segment_endpoint {why}')
+    """One line naming the option, never repeating the URL (it may hold a secret)."""
+    return ValueError(f'--segment_endpoint{"" if why.startswith(":") else " "}{why}')
 
 
 def _is_loopback(host: str) -> bool:
