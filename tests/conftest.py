@@ -1,3 +1,5 @@
+import io
+import json
 import os
 from pathlib import Path
 
@@ -45,3 +47,37 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.module.__name__.rsplit('.', 1)[-1] in SLOW_MODULES:
             item.add_marker(pytest.mark.slow)
+
+
+# ------------------------------------------------------------------ shared fixtures and helpers
+WRITE_KEY = 'wk_shared-test-key-never-printed'
+
+
+@pytest.fixture
+def write_key(monkeypatch) -> str:
+    """SEGMENT_WRITE_KEY set for the test (a canary: it must never show in any output)."""
+    monkeypatch.setenv('SEGMENT_WRITE_KEY', WRITE_KEY)
+    return WRITE_KEY
+
+
+@pytest.fixture(scope='session')
+def offline_adc(tmp_path_factory) -> str:
+    """Application Default Credentials that never reach Google: for emulators and dry runs."""
+    path = tmp_path_factory.mktemp('adc') / 'application_default_credentials.json'
+    path.write_text(json.dumps({
+        'type': 'authorized_user', 'client_id': 'c2s-tests', 'client_secret': 'unused',
+        'refresh_token': 'unused', 'token': 'offline-dummy', 'expiry': '2099-01-01T00:00:00Z',
+        'token_uri': 'http://127.0.0.1:9/token'}))
+    return str(path)
+
+
+def run_tool(tmp_path, input_path, *extra, summary_name='summary', out=None):
+    """The command line, in-process, on `input_path` with rejects under `tmp_path/rejects`:
+    (exit code, the summary it wrote or None, what it printed)."""
+    from pipeline.main import run
+    out = out if out is not None else io.StringIO()
+    summary_path = Path(tmp_path) / f'{summary_name}.json'
+    code = run(['--input', str(input_path), '--rejects', str(Path(tmp_path) / 'rejects'),
+                '--summary_output', str(summary_path), *extra], out=out)
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
+    return code, summary, out.getvalue()

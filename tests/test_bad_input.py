@@ -4,7 +4,6 @@ CONTRACT §1 (layout, types, schema drift), §3 (missing id/time), §4 (32,000-b
 (every record and every file ends somewhere; a corrupt file is the records that decode plus one
 `unreadable_file` reject).
 """
-import io
 import json
 import os
 from collections import Counter
@@ -13,11 +12,11 @@ import fastavro
 import pytest
 
 from devtools.receiver import SegmentReceiver
-from pipeline.main import run
 from tests import bad_inputs
 from tests.helpers import balanced, read_bodies, read_rejects
 from transforms.events import BY_CURRENTS_TYPE
 from transforms.read import ReadCurrentsFileFn
+from tests.conftest import run_tool
 
 KEY = 'wk_bad-input-key-0412'
 
@@ -28,13 +27,8 @@ def corpus(tmp_path_factory):
 
 
 def _run(tmp_path, root, *extra):
-    out = io.StringIO()
-    argv = ['--input', str(root), '--rejects', str(tmp_path / 'rejects'),
-            '--summary_output', str(tmp_path / 'summary.json'), *extra]
-    code = run(argv, out=out)
-    summary = json.loads((tmp_path / 'summary.json').read_text()) \
-        if (tmp_path / 'summary.json').exists() else None
-    return code, summary, read_rejects(tmp_path / 'rejects'), out.getvalue()
+    code, summary, text = run_tool(tmp_path, root, *extra)
+    return code, summary, read_rejects(tmp_path / 'rejects'), text
 
 
 def _check_accounting(corpus, summary, rejects):

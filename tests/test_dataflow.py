@@ -56,16 +56,6 @@ def sample(tmp_path_factory):
     return root, report
 
 
-@pytest.fixture(scope='module')
-def offline_adc(tmp_path_factory):
-    path = tmp_path_factory.mktemp('adc') / 'application_default_credentials.json'
-    path.write_text(json.dumps({
-        'type': 'authorized_user', 'client_id': 'c2s-tests', 'client_secret': 'unused',
-        'refresh_token': 'unused', 'token': 'offline-dummy', 'expiry': '2099-01-01T00:00:00Z',
-        'token_uri': 'http://127.0.0.1:9/token'}))
-    return str(path)
-
-
 @pytest.fixture
 def launcher_env(monkeypatch, offline_adc):
     """A launcher machine: a write key in the environment (which must not travel), dummy ADC,

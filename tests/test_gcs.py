@@ -62,16 +62,6 @@ def gcs_server():
         yield emulator
 
 
-@pytest.fixture(scope='session')
-def offline_adc(tmp_path_factory):
-    path = tmp_path_factory.mktemp('adc') / 'application_default_credentials.json'
-    path.write_text(json.dumps({
-        'type': 'authorized_user', 'client_id': 'c2s-tests', 'client_secret': 'unused',
-        'refresh_token': 'unused', 'token': 'emulator-does-not-check',
-        'expiry': '2099-01-01T00:00:00Z', 'token_uri': 'http://127.0.0.1:9/token'}))
-    return str(path)
-
-
 @pytest.fixture
 def gcs(gcs_server, offline_adc, monkeypatch):
     """The running emulator, with this test's environment pointing Beam's GCS IO at it."""

@@ -28,6 +28,7 @@ from pipeline.main import run
 from devtools.sample import generate
 from tests.helpers import balanced, read_rejects
 from pipeline.listing import partition_key
+from tests.conftest import run_tool
 
 KEY = 'wk_reliability-key-9931'
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,12 +65,7 @@ def mid_corpus(tmp_path_factory):
 
 
 def _run(tmp_path, root, *extra, out=None):
-    out = out if out is not None else io.StringIO()
-    summary_path = tmp_path / 'summary.json'
-    code = run(['--input', str(root), '--rejects', str(tmp_path / 'rejects'),
-                '--summary_output', str(summary_path), *extra], out=out)
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
-    return code, summary, out.getvalue()
+    return run_tool(tmp_path, root, *extra, out=out)
 
 
 def _complete(summary, report_):

@@ -6,17 +6,14 @@ from devtools.receiver import SegmentReceiver
 from pipeline.main import run
 from devtools.sample import generate
 from tests.helpers import avro_bytes, balanced, read_rejects, record, write_file
+from tests.conftest import run_tool
 
 KEY = 'wk_replay-resume-key-5150'
 SEND = 'users.messages.email.Send'
 
 
 def _run(tmp_path, name, root, *extra):
-    summary = tmp_path / f'{name}.json'
-    out = io.StringIO()
-    code = run(['--input', str(root), '--rejects', str(tmp_path / 'rejects'),
-                '--summary_output', str(summary), *extra], out=out)
-    return code, (json.loads(summary.read_text()) if summary.exists() else None), out.getvalue()
+    return run_tool(tmp_path, root, *extra, summary_name=name)
 
 
 def _replay(tmp_path, url, *extra):
