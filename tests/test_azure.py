@@ -117,7 +117,8 @@ def test_rejects_written_to_azure_are_replayed(azure_env):
         code, summary, table = az_run(azure, 'replayed', '--segment_endpoint', receiver.url,
                                       *argv)
         assert code in (0, 4), table   # 4 once delivery rejects set the exit status
-        names = [n for n in azure.list(OUT, 'replayed/rejects/') if n.endswith('.jsonl')]
+        names = [n for n in azure.list(OUT, 'replayed/rejects/')   # not delivered/ records
+                 if n.rsplit('/', 1)[-1].startswith('rejects-') and n.endswith('.jsonl')]
         rejects = [json.loads(line) for n in names
                    for line in azure.read(OUT, n).decode().splitlines() if line.strip()]
         assert rejects and {r['reason'] for r in rejects} == {'retries_exhausted'}

@@ -36,7 +36,10 @@ def _limited():
 def _cli(*argv, timeout=TIME_BOUND):
     started = time.monotonic()
     proc = subprocess.run([sys.executable, '-m', 'pipeline', *argv], cwd=ROOT,
-                          env=dict(os.environ, SEGMENT_WRITE_KEY=KEY, PYTHONPATH=str(ROOT)),
+                          env=dict(os.environ, SEGMENT_WRITE_KEY=KEY, PYTHONPATH=str(ROOT),
+                                   # glibc reserves 64 MiB of address space per thread arena;
+                                   # RLIMIT_AS counts reservations, so cap them to measure use
+                                   MALLOC_ARENA_MAX='2'),
                           preexec_fn=_limited, capture_output=True, text=True, timeout=timeout)
     return proc, time.monotonic() - started
 
