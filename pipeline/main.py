@@ -16,7 +16,7 @@ from pipeline.local_runner import (WarmWorkersRunner, local_parallelism, local_r
 from pipeline.options import check_argv, settings_from
 from pipeline.plan import make_plan, plan_text
 from pipeline.summary import Summary
-from pipeline.waves import make_waves, partitions_of
+from pipeline.waves import make_waves, partitions_of, wave_size
 from pipeline.resume import completed_partitions, manifest_dir
 from pipeline.paths import UsageError
 from pipeline.listing import input_pattern, list_currents_files
@@ -25,7 +25,6 @@ from transforms.write_key import WriteKeyMissing
 
 PROG = 'currents-to-segment'
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SEGMENT_CONFIG = 0, 1, 2, 3
-DEFAULT_WAVE_HOURS = 24
 _KNOWN_FAILURES = (SegmentConfigurationError, WriteKeyMissing)
 
 
@@ -125,20 +124,16 @@ def run(argv: Optional[List[str]] = None, out=None) -> int:
         if not listing.files and not listing.skipped:
             raise UsageError(f'no input files match {pattern}')
         dataflow = is_dataflow(options)
-        wave_hours = settings.wave_hours
-        if wave_hours is None:
-            wave_hours = 0 if dataflow and not settings.wait else DEFAULT_WAVE_HOURS
+        waves_by = wave_size(settings.wave_hours, settings.wave_mb, dataflow, settings.wait)
         if settings.plan:
-            plan = make_plan(listing.files, listing.skipped, wave_hours,
+            plan = make_plan(listing.files, listing.skipped, waves_by,
                              settings.max_events_per_second)
             print(plan_text(plan, settings.max_events_per_second), file=out)
             return EXIT_OK
         check_sending_setup(settings, options)
         local_parallelism(options, argv, sum(size for _, _, size in listing.files))
-        waves = make_waves(listing.files, wave_hours)
-        detached = dataflow and not settings.wait and not settings.wave_hours
-        if dataflow and not settings.wait and settings.wave_hours:
-            raise UsageError('--wave_hours on Dataflow runs one job per wave and needs --wait')
+        waves = make_waves(listing.files, waves_by)
+        detached = dataflow and not settings.wait
     except (UsageError, WriteKeyMissing) as exc:
         error(_one_line(exc))
         return EXIT_USAGE

@@ -14,8 +14,9 @@ from transforms.write_key import WriteKeySource
 
 SECRET_NAME = re.compile(r'^projects/[^/]+/secrets/[^/]+/versions/[^/]+$')
 FORBIDDEN_FLAGS = ('--segment_write_key', '--write_key', '--segment-write-key', '--writeKey')
-# Options that only mean something to a local run: not Flex Template parameters (metadata.json).
-LOCAL_ONLY = frozenset({'fresh_worker_processes'})
+# Options for local runs: not Flex Template parameters (metadata.json). A Dataflow job cuts its
+# input by --wave_hours; --wave_mb sizes waves against the local runner's per-pipeline costs.
+LOCAL_ONLY = frozenset({'fresh_worker_processes', 'wave_mb'})
 
 
 class CurrentsToSegmentOptions(PipelineOptions):
@@ -50,7 +51,11 @@ class CurrentsToSegmentOptions(PipelineOptions):
           help='Print what the run would read and how long sending would take; do nothing')
         a('--wave_hours', type=int, default=None,
           help='Run the input in waves of this many date= hours, each recorded for --resume '
-               'when it completes (default 24 locally; on Dataflow one job unless given)')
+               'when it completes (0 = one wave; default: waves by --wave_mb locally, one job '
+               'on Dataflow)')
+        a('--wave_mb', type=float, default=None,
+          help='Local default: waves of whole date= hours holding at least this many MiB of '
+               'input each (default 512, about a million events; 0 = one wave)')
         a('--wait', action='store_true', default=False,
           help='On Dataflow, wait for the job(s) and print the summary (default: submit, return)')
         a('--fresh_worker_processes', action='store_true', default=False,
@@ -79,6 +84,7 @@ class RunSettings:
     resume: bool = False
     plan: bool = False
     wave_hours: Optional[int] = None
+    wave_mb: Optional[float] = None
     wait: bool = False
     fresh_worker_processes: bool = False
 
@@ -142,6 +148,8 @@ def settings_from(options: PipelineOptions) -> RunSettings:
         raise UsageError('--max_in_flight must be at least 1')
     if o.wave_hours is not None and o.wave_hours < 0:
         raise UsageError('--wave_hours must be 0 (one wave) or positive')
+    if o.wave_mb is not None and not o.wave_mb >= 0:
+        raise UsageError('--wave_mb must be 0 (one wave) or positive')
     return RunSettings(
         input=o.input, rejects=o.rejects.rstrip('/'),
         selector=FileSelector(event_types, start, end),
@@ -152,5 +160,5 @@ def settings_from(options: PipelineOptions) -> RunSettings:
         integrations=integrations,
         key_source=WriteKeySource(secret_name=o.segment_write_key_secret or None),
         run_id=datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%dT%H%M%S%fZ'),
-        resume=o.resume, plan=o.plan, wave_hours=o.wave_hours, wait=o.wait,
+        resume=o.resume, plan=o.plan, wave_hours=o.wave_hours, wave_mb=o.wave_mb, wait=o.wait,
         fresh_worker_processes=o.fresh_worker_processes)
