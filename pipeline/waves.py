@@ -1,10 +1,11 @@
 """Splitting a listed input into waves of whole date= hours, each one pipeline run (for --resume).
 
-Every wave is a pipeline of its own (graph, worker start, rejects and manifest stages: about a
-second locally), so a local run cuts its input by volume: whole hours, in time order, until a
-wave holds at least `--wave_mb` of input (default 512 MiB, about a million events: see README
-"Resuming, replaying, planning"). Inputs up to that size are one pipeline; a long backfill still
-gets a checkpoint per ~512 MiB. `--wave_hours H` cuts by time instead.
+Every wave is a pipeline of its own (graph, rejects and manifest stages: ~0.85 CPU-s locally),
+so a local run cuts its input by volume: whole hours, in time order, until a wave holds at least
+`--wave_mb` of input (default 512 MiB, about a million events) or MAX_WAVE_FILES files (the
+launcher's and workers' memory grows with the files of a wave, ~12 KB each). Inputs up to that
+size are one pipeline; a long backfill still gets a checkpoint per wave (README "Resuming,
+replaying, planning"). `--wave_hours H` cuts by time instead.
 """
 import datetime
 from typing import Dict, List, NamedTuple, Optional, Tuple
@@ -15,20 +16,24 @@ from pipeline.listing import partition_key
 EPOCH = datetime.datetime(1970, 1, 1)
 MIB = 1024 * 1024
 DEFAULT_WAVE_MB = 512
+MAX_WAVE_FILES = 15_000     # ~180 MB of per-file memory over the process tree, ~9 CPU-s of reading
 
 ListedFile = Tuple[str, Optional[str], int]     # (path, event type if the path says, bytes)
 
 
 class WaveSize(NamedTuple):
-    """How a run cuts its input: by `hours` of date= hours, by `bytes` of input, or not (both 0)."""
+    """How a run cuts its input: by `hours` of date= hours, by `bytes` of input (or `files`,
+    whichever comes first), or not at all (all 0)."""
     hours: int = 0
     bytes: int = 0
+    files: int = 0
 
     def describe(self) -> str:
         if self.hours:
             return f'{self.hours} date= hour(s) each'
         if self.bytes:
-            return f'whole date= hours until a wave holds >= {self.bytes / MIB:g} MiB'
+            return (f'whole date= hours until a wave holds >= {self.bytes / MIB:g} MiB'
+                    + (f' or {self.files:,} files' if self.files else ''))
         return 'one wave'
 
 
@@ -43,8 +48,8 @@ def wave_size(wave_hours: Optional[int], wave_mb: Optional[float], dataflow: boo
     if wave_hours is not None:
         return WaveSize(hours=wave_hours)
     if wave_mb is not None:
-        return WaveSize(bytes=int(wave_mb * MIB))
-    return WaveSize() if dataflow else WaveSize(bytes=DEFAULT_WAVE_MB * MIB)
+        return WaveSize(bytes=int(wave_mb * MIB), files=MAX_WAVE_FILES if wave_mb else 0)
+    return WaveSize() if dataflow else WaveSize(bytes=DEFAULT_WAVE_MB * MIB, files=MAX_WAVE_FILES)
 
 
 def as_wave_size(size) -> WaveSize:
@@ -63,8 +68,9 @@ def make_waves(files: List[ListedFile], size) -> List[List[ListedFile]]:
 
     `size` is a WaveSize (an int means hours, as before volume waves). By hours: one wave per
     `hours`-long span of date= hours. By bytes: whole hours are added to a wave until it holds
-    at least `bytes`, so an input smaller than that is one wave. Files without a date= hour are
-    taken first: on their own by hours, ahead of the first hours by bytes.
+    at least `bytes` (or `files` files, if set), so an input smaller than that is one wave.
+    Files without a date= hour are taken first: on their own by hours, ahead of the first hours
+    by bytes.
     """
     size = as_wave_size(size)
     if not files:
@@ -84,7 +90,7 @@ def make_waves(files: List[ListedFile], size) -> List[List[ListedFile]]:
     for hour in sorted(by_hour):
         wave.extend(by_hour[hour])
         held += sum(entry[2] for entry in by_hour[hour])
-        if held >= size.bytes:
+        if held >= size.bytes or (size.files and len(wave) >= size.files):
             waves.append(wave)
             wave, held = [], 0
     if wave:
