@@ -172,7 +172,7 @@ def main(argv=None) -> int:
         unit = 'CPU' if args.timer == 'cpu' else 'wall-clock'
         head = (f'Profile of `python -m pipeline --input DIR --rejects TMP --segment_endpoint URL '
                 f'--summary_output F {" ".join(extra)}` on '
-                f'{report.events if report else "?":,} events against the local receiver '
+                f'{format(report.events, ",") if report else "the given corpus"} events against the local receiver '
                 f'(cProfile, {args.timer} timer): {wall:.1f}s wall under the profiler; receiver accepted '
                 f'{stats_r["accepted"]:,}{"" if delivered else " (NOT every eligible event)"}.')
         by_thread = ', '.join(f'{k} {v:.1f}s' for k, v in sorted(

@@ -1,25 +1,29 @@
 """Benchmark: the pipeline vs a plain-Python reference vs Segment's official client, same corpus.
 
-    python -m bench.run                       # 300,000 events, 3 runs each, flag variants; writes bench/RESULTS.md
-    python -m bench.run --events 100000 --runs 5
+    python -m bench.run                       # 300,000 events over 3 days of date= hours, 3 runs each
+    python -m bench.run --events 300000,1200000 --days 3,30 --runs 3 --no-variants
+                                              # the backfill shapes: one section per corpus
     python -m bench.run --scale-check         # also the pipeline's peak RSS at 4x the corpus
-    python -m bench.run --smoke               # ~2,000 events, 1 run each: correctness only, no timings claimed
+    python -m bench.run --smoke               # ~2,000 events over 2 days, 1 run each: correctness only
 
-One corpus is generated (devtools.sample.generate: all 34 types, ~10% of events without
-external_user_id, a few files of other types), then every run starts a fresh local receiver
-(python -m devtools.receiver) and one subprocess, exactly as a user would start it:
+Every (events, days) pair is one corpus (devtools.sample.generate: all 34 types spread over
+24 x days date= hours, codecs null/deflate/snappy file by file, ~10% of events without
+external_user_id, a few files of other types), measured in its own section; within a section
+every run starts a fresh local receiver (python -m devtools.receiver) and one subprocess, exactly
+as a user would start it:
 
   pipeline   python -m pipeline --input DIR --rejects TMP --segment_endpoint URL --summary_output F
              (DirectRunner = the project's pinned FnApiRunner, default local settings, no throttle)
   reference  python -m bench.reference   (plain single-process Python, see that module)
   official   python -m bench.official_client   (segment-analytics-python, tuned for bulk)
 
-plus the pipeline with `--direct_num_workers 1` (one process), `... 2 --direct_running_mode
+plus the pipeline with `--wave_hours 24` (waves of one day, the local default before waves were
+sized by volume), `--direct_num_workers 1` (one process), `... 2 --direct_running_mode
 multi_threading`, `... multi_processing` (warm workers) and the same with
-`--fresh_worker_processes` (Beam's cold start); skip them with --no-variants. Runs are
-interleaved round by round. A run whose receiver did not accept exactly the corpus's eligible
-messageIds (same count, same set) or that exited non-zero is FAILED, and the command exits 1.
-Timings are reported, never asserted.
+`--fresh_worker_processes` (Beam's cold start); skip them with --no-variants, pick with --only.
+Runs are interleaved round by round. A run whose receiver did not accept exactly the corpus's
+eligible messageIds (same count, same set) or that exited non-zero is FAILED, and the command
+exits 1. Timings are reported, never asserted.
 """
 import argparse
 import datetime
@@ -36,7 +40,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from bench.measure import (Measured, calibrate, machine_busy_s, process_cpu_s, run_measured,
                            self_cpu_s, wait_for_quiet)
@@ -46,14 +50,25 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RESULTS = ROOT / 'bench' / 'RESULTS.md'
 WRITE_KEY = 'bench-write-key-not-secret'
 SMOKE_EVENTS = 2000
+SMOKE_DAYS = 2
 DEFAULT_EVENTS = 300_000
+DEFAULT_DAYS = 3
+DEFAULT_CODECS = 'null,deflate,snappy'
 MIB = 1024.0
 
 # Targets the pipeline is asked to reach (reported, never asserted).
 TARGET_VS_REFERENCE = 1.0
+TARGET_VS_REFERENCE_LARGE = 1.5       # from LARGE_EVENTS events on
+LARGE_EVENTS = 1_200_000
 TARGET_VS_OFFICIAL = 2.5
+TARGET_CPU_VS_REFERENCE = 1.25
 TARGET_RSS_MIB = 1024.0
 TARGET_RSS_GROWTH_4X = 1.3
+BUSY_CPUS = 0.2                       # other load above this distorts wall-clock figures
+
+
+def target_vs_reference(events: int) -> float:
+    return TARGET_VS_REFERENCE_LARGE if events >= LARGE_EVENTS else TARGET_VS_REFERENCE
 
 
 @dataclass
@@ -70,6 +85,9 @@ MAIN = [
     Variant('official', 'official', [], 'segment-analytics-python 2.4.0'),
 ]
 FLAG_VARIANTS = [
+    Variant('pipeline 24h', 'pipeline', ['--wave_hours', '24'],
+            '--wave_hours 24: one pipeline per day of date= hours (the local default before '
+            'waves by volume)'),
     Variant('pipeline 1w', 'pipeline',
             ['--direct_num_workers', '1', '--direct_running_mode', 'in_memory'],
             '--direct_num_workers 1 --direct_running_mode in_memory (Beam\'s own local default)'),
@@ -161,7 +179,7 @@ def run_once(v: Variant, corpus: str, report, rundir: str, args, label: str) -> 
         problems.append(f'read {summary.get("read")} events, corpus has {report.events}')
     shutil.rmtree(os.path.join(rundir, 'rejects'), ignore_errors=True)
     result = {
-        'variant': v.name, 'kind': v.kind, 'label': label, 'command': shlex.join(cmd),
+        'variant': v.name, 'kind': v.kind, 'label': label, 'rundir': rundir, 'command': shlex.join(cmd),
         'ok': not problems, 'problems': problems,
         'events': report.events, 'eligible': report.eligible,
         'wall_s': m.wall_s, 'user_s': m.user_s, 'sys_s': m.sys_s, 'cpu_s': m.cpu_s,
@@ -267,24 +285,131 @@ def _ratio_line(label, value, target, higher_is_better=True, fmt='{:.2f}'):
     return f'| {label} | {fmt.format(value)} | {sign} {target:g} | {"met" if met else "**not met**"} |'
 
 
+def _load_label(runs: List[dict]) -> tuple:
+    """(median, max) of other processes' load over the runs, and a one-line verdict."""
+    loads = [r['foreign_cpus'] for r in runs] or [0.0]
+    med, top = statistics.median(loads), max(loads)
+    if med > BUSY_CPUS:
+        verdict = (f'**BUSY MACHINE: other processes used {med:.2f} CPUs (median over the runs; '
+                   f'max {top:.2f}) of this machine\'s {os.cpu_count()}.** Wall-clock figures '
+                   f'(events/s and their ratios) are distorted: the pipeline runs on every core '
+                   f'and loses more to other load than the single-process variants. CPU s / 1k '
+                   f'events and peak RSS stay comparable; re-run on a quiet machine for the ratios.')
+    elif top > BUSY_CPUS:
+        verdict = (f'Mostly quiet: other load median {med:.2f} CPUs, but some runs saw up to '
+                   f'{top:.2f} (see "Every run"); their wall times are inflated.')
+    else:
+        verdict = f'Quiet machine: other load median {med:.2f} CPUs, max {top:.2f}.'
+    return med, top, verdict
+
+
+def _corpus_text(c: dict) -> str:
+    return (f'{_f(c["events"])} events over {c["days"]} day(s) ({c["hours"]} date= hours), '
+            f'{_f(c["files"])} Avro files ({c["types"]} event types, {c["mib"]:.0f} MiB, codecs '
+            f'{c["codecs"]}), {_f(c["eligible"])} eligible, {_f(c["events"] - c["eligible"])} '
+            f'without external_user_id (dropped), plus {c["other_files"]} files of other types '
+            f'(skipped)')
+
+
+def _targets(section: dict) -> Optional[dict]:
+    a = section['aggregates']
+    if not all(k in a for k in ('pipeline', 'reference', 'official')):
+        return None
+    p, r, o = a['pipeline'], a['reference'], a['official']
+    return {'vs_reference': p['events_per_s'] / r['events_per_s'],
+            'vs_reference_target': target_vs_reference(section['corpus']['events']),
+            'vs_official': p['events_per_s'] / o['events_per_s'],
+            'cpu_vs_reference': p['cpu_s_per_1k'] / r['cpu_s_per_1k'],
+            'cpu_vs_official': p['cpu_s_per_1k'] / o['cpu_s_per_1k'],
+            'rss': p['maxrss_mib'], 'tree_rss': p['tree_rss_peak_mib']}
+
+
+def _met(ok: bool) -> str:
+    return 'met' if ok else '**not met**'
+
+
+def memory_scaling(sections: List[dict]) -> List[dict]:
+    """Per days value: the pipeline's peak RSS at the smallest and the largest corpus."""
+    rows = []
+    for days in sorted({s['corpus']['days'] for s in sections}):
+        runs = [(s['corpus']['events'], s['aggregates']['pipeline']) for s in sections
+                if s['corpus']['days'] == days and 'pipeline' in s['aggregates']]
+        if len(runs) < 2:
+            continue
+        (e1, a1), (e2, a2) = min(runs, key=lambda x: x[0]), max(runs, key=lambda x: x[0])
+        if e2 <= e1:
+            continue
+        rows.append({'days': days, 'events_1': e1, 'events_2': e2, 'factor': e2 / e1,
+                     'rss_1': a1['maxrss_mib_median'], 'rss_2': a2['maxrss_mib_median'],
+                     'tree_1': a1['tree_rss_peak_mib'], 'tree_2': a2['tree_rss_peak_mib'],
+                     'growth': a2['maxrss_mib_median'] / a1['maxrss_mib_median'],
+                     'growth_tree': a2['tree_rss_peak_mib'] / a1['tree_rss_peak_mib'],
+                     'ok': a1['ok'] and a2['ok']})
+    return rows
+
+
 def write_results(path: Path, ctx: dict) -> None:
-    m, rep = ctx['machine'], ctx['corpus']
+    m = ctx['machine']
     smoke = ctx['smoke']
+    runs_all = [r for s in ctx['sections'] for r in s['runs']]
+    med, top, verdict = _load_label(runs_all)
     lines = [
         '# Benchmark results' + (' (smoke: correctness only, timings not meaningful)' if smoke else ''),
         '',
         f'Rewritten by every run of the command below. Generated {ctx["date"]}; code fingerprint '
-        f'`{ctx["code"]}` (sha1 of pipeline/, transforms/, bench/ *.py; checked again before every run).',
+        f'`{ctx["code"]}` (sha1 of pipeline/, transforms/, bench/ *.py; checked again before every run); '
+        f'the whole benchmark took {ctx["took_s"] / 60:.0f} min.',
         '',
         '```',
         ctx['command'],
         '```',
         '',
+        f'Machine load: {verdict}',
+        '',
     ]
-    codes = sorted({r['code'] for r in ctx['runs_all']})
+    codes = sorted({r['code'] for r in runs_all})
     if len(codes) > 1:
         lines += [f'**Warning: the measured code changed during this benchmark** (fingerprints '
                   f'{", ".join(codes)}; see the last column of "Every run"): figures mix versions.', '']
+    rows = [(s, _targets(s)) for s in ctx['sections']]
+    if not smoke and any(t for _, t in rows):
+        lines += [
+            '## Targets per corpus (reported, not asserted)',
+            '',
+            '| corpus | pipeline events/s | reference | official | pipeline / reference (target) | '
+            'pipeline / official (target >= 2.5) | CPU per event, pipeline / reference (target <= 1.25) | '
+            'pipeline peak RSS MiB: largest process / tree (target <= 1024) | other load, CPUs |',
+            '|---|---|---|---|---|---|---|---|---|',
+        ]
+        for s, t in rows:
+            if not t:
+                continue
+            a, c = s['aggregates'], s['corpus']
+            lines.append(
+                f'| {_f(c["events"])} events, {c["days"]} d | {_f(a["pipeline"]["events_per_s"])} | '
+                f'{_f(a["reference"]["events_per_s"])} | {_f(a["official"]["events_per_s"])} | '
+                f'{t["vs_reference"]:.2f} (>= {t["vs_reference_target"]:g}: '
+                f'{_met(t["vs_reference"] >= t["vs_reference_target"])}) | '
+                f'{t["vs_official"]:.2f} ({_met(t["vs_official"] >= TARGET_VS_OFFICIAL)}) | '
+                f'{t["cpu_vs_reference"]:.2f} ({_met(t["cpu_vs_reference"] <= TARGET_CPU_VS_REFERENCE)}) | '
+                f'{t["rss"]:.0f} / {t["tree_rss"]:.0f} ({_met(max(t["rss"], t["tree_rss"]) <= TARGET_RSS_MIB)}) | '
+                f'{statistics.median(r["foreign_cpus"] for r in s["runs"]):.2f} |')
+        lines.append('')
+    scaling = memory_scaling(ctx['sections'])
+    if scaling:
+        lines += [
+            '## Memory scaling (the pipeline, smallest vs largest corpus of the same days)',
+            '',
+            '| days | events | peak RSS MiB, largest process (ru_maxrss, median) | tree RSS peak MiB | growth, largest process / tree (target <= 1.3) |',
+            '|---|---|---|---|---|',
+        ]
+        for g in scaling:
+            lines.append(
+                f'| {g["days"]} | {_f(g["events_1"])} -> {_f(g["events_2"])} ({g["factor"]:.0f}x) | '
+                f'{g["rss_1"]:.0f} -> {g["rss_2"]:.0f} | {g["tree_1"]:.0f} -> {g["tree_2"]:.0f} | '
+                f'{g["growth"]:.2f} / {g["growth_tree"]:.2f} '
+                f'({_met(max(g["growth"], g["growth_tree"]) <= TARGET_RSS_GROWTH_4X)}) |')
+        lines.append('')
     lines += [
         '## Machine',
         '',
@@ -293,91 +418,55 @@ def write_results(path: Path, ctx: dict) -> None:
         + (f', flags incl. {m["flags_sample"]}' if m['flags_sample'] else ''),
         f'- OS: {m["kernel"]}; Python {m["python"]}; '
         + ', '.join(f'{k} {v}' for k, v in m['versions'].items()),
+        f'- Other load during the runs (CPUs used by other processes): median {med:.2f}, max {top:.2f}.',
         '- `free -m`:',
         '',
         '```',
         m['free'],
         '```',
         '',
-        '## Corpus',
-        '',
-        f'`devtools.sample.generate(events={rep["events_requested"]}, seed={rep["seed"]})`: '
-        f'{_f(rep["events"])} events in {rep["files"]} Avro files ({rep["types"]} event types, '
-        f'{rep["mib"]:.0f} MiB), {_f(rep["eligible"])} eligible (with external_user_id), '
-        f'{_f(rep["events"] - rep["eligible"])} ({(rep["events"] - rep["eligible"]) / max(rep["events"], 1):.1%}) '
-        f'without (dropped), plus {rep["other_files"]} files of other types (skipped). '
-        'The events/s denominator is the events read from the corpus (the same for every variant).',
-        '',
-        f'## Results (median of {ctx["runs"]} run{"s" if ctx["runs"] != 1 else ""} each, runs interleaved)',
-        '',
-        '| variant | what | status | events/s (min–max) | wall s | CPU s | CPU s / 1k events | peak RSS MiB (ru_maxrss) | tree RSS peak MiB (sampled sum) | receiver CPU s | other load, CPUs (median / max) |',
-        '|---|---|---|---|---|---|---|---|---|---|---|',
     ]
-    variants = ctx['variants']
-    for v in variants:
-        a = ctx['aggregates'].get(v.name)
-        if not a:
-            continue
-        lines.append(
-            f'| {v.name} | {v.note} | {"OK" if a["ok"] else "**FAILED**"} | '
-            f'{_f(a["events_per_s"])} ({_f(a["events_per_s_min"])}–{_f(a["events_per_s_max"])}) | '
-            f'{a["wall_s"]:.1f} | {a["cpu_s"]:.1f} | {a["cpu_s_per_1k"]:.4f} | {a["maxrss_mib"]:.0f} | '
-            f'{a["tree_rss_peak_mib"]:.0f} ({a["tree_procs_max"]} proc) | {a["receiver_cpu_s"]:.1f} | '
-            f'{a["foreign_cpus"]:.2f} / {a["foreign_cpus_max"]:.2f} |')
-    aggs = ctx['aggregates']
-    lines += ['']
-    if not smoke and all(k in aggs for k in ('pipeline', 'reference', 'official')):
-        p, r, o = aggs['pipeline'], aggs['reference'], aggs['official']
+    for s in ctx['sections']:
+        c = s['corpus']
+        n = max(len(rs) for rs in s['by_variant'].values()) if s['by_variant'] else 0
         lines += [
-            '## Ratios and targets (reported, not asserted)',
+            f'## {_f(c["events"])} events over {c["days"]} day(s)',
             '',
-            '| measure | value | target | |',
-            '|---|---|---|---|',
-            _ratio_line('pipeline / reference, events/s', p['events_per_s'] / r['events_per_s'], TARGET_VS_REFERENCE),
-            _ratio_line('pipeline / official client, events/s', p['events_per_s'] / o['events_per_s'], TARGET_VS_OFFICIAL),
-            _ratio_line('pipeline peak RSS MiB, largest single process (ru_maxrss, max of runs), default size',
-                        p['maxrss_mib'], TARGET_RSS_MIB, False, '{:.0f}'),
-            _ratio_line('pipeline peak RSS MiB, whole process tree (sampled sum, max of runs), default size',
-                        p['tree_rss_peak_mib'], TARGET_RSS_MIB, False, '{:.0f}'),
+            f'`devtools.sample.generate(events={c["events_requested"]}, seed={c["seed"]}, '
+            f'hours={c["hours"]}, codecs={tuple(c["codecs"].split(","))})`: {_corpus_text(c)}. '
+            'The events/s denominator is the events read from the corpus (the same for every variant).',
+            '',
+            f'Median of {n} run{"s" if n != 1 else ""} each, runs interleaved:',
+            '',
+            '| variant | what | status | events/s (min–max) | wall s | CPU s | CPU s / 1k events | peak RSS MiB (ru_maxrss) | tree RSS peak MiB (sampled sum) | receiver CPU s | other load, CPUs (median / max) |',
+            '|---|---|---|---|---|---|---|---|---|---|---|',
         ]
-        if 'scale' in ctx:
-            s = ctx['scale']
-            lines.append(_ratio_line('pipeline peak RSS at 4x / at 1x (ru_maxrss)', s['growth'],
-                                     TARGET_RSS_GROWTH_4X, False))
-            lines.append(_ratio_line('pipeline peak RSS at 4x / at 1x (tree sum)', s['growth_tree'],
-                                     TARGET_RSS_GROWTH_4X, False))
-        lines += [
-            '',
-            f'CPU per event: pipeline / reference = {p["cpu_s_per_1k"] / r["cpu_s_per_1k"]:.2f}x, '
-            f'pipeline / official = {p["cpu_s_per_1k"] / o["cpu_s_per_1k"]:.2f}x '
-            '(CPU s / 1k events of the measured process tree; the receiver\'s CPU is not included).',
-            '',
-        ]
-    if 'scale' in ctx:
-        s = ctx['scale']
-        lines += [
-            '## Memory scaling (`--scale-check`)',
-            '',
-            '| corpus | events | status | events/s | peak RSS MiB (ru_maxrss) | tree RSS peak MiB |',
-            '|---|---|---|---|---|---|',
-            f'| 1x | {_f(s["events_1x"])} | {"OK" if s["ok_1x"] else "**FAILED**"} | {_f(s["eps_1x"])} | '
-            f'{s["rss_1x"]:.0f} (median of {s["runs_1x"]}) | {s["tree_1x"]:.0f} |',
-            f'| 4x | {_f(s["events_4x"])} | {"OK" if s["ok_4x"] else "**FAILED**"} | {_f(s["eps_4x"])} | '
-            f'{s["rss_4x"]:.0f} | {s["tree_4x"]:.0f} |',
-            '',
-            f'Growth 4x / 1x: **{s["growth"]:.2f}x** largest single process, **{s["growth_tree"]:.2f}x** '
-            f'process tree (target <= {TARGET_RSS_GROWTH_4X}x).',
-            '',
-        ]
+        for v in ctx['variants']:
+            a = s['aggregates'].get(v.name)
+            if not a:
+                continue
+            lines.append(
+                f'| {v.name} | {v.note} | {"OK" if a["ok"] else "**FAILED**"} | '
+                f'{_f(a["events_per_s"])} ({_f(a["events_per_s_min"])}–{_f(a["events_per_s_max"])}) | '
+                f'{a["wall_s"]:.1f} | {a["cpu_s"]:.1f} | {a["cpu_s_per_1k"]:.4f} | {a["maxrss_mib"]:.0f} | '
+                f'{a["tree_rss_peak_mib"]:.0f} ({a["tree_procs_max"]} proc) | {a["receiver_cpu_s"]:.1f} | '
+                f'{a["foreign_cpus"]:.2f} / {a["foreign_cpus_max"]:.2f} |')
+        t = _targets(s)
+        if t and not smoke:
+            lines += ['', f'pipeline / reference {t["vs_reference"]:.2f}x, pipeline / official '
+                          f'{t["vs_official"]:.2f}x (events/s); CPU per event: pipeline / reference '
+                          f'{t["cpu_vs_reference"]:.2f}x, pipeline / official {t["cpu_vs_official"]:.2f}x '
+                          '(CPU s / 1k events of the measured process tree; the receiver\'s CPU is not included).']
+        lines.append('')
     lines += [
         '## Every run',
         '',
-        '| # | variant | status | events/s | wall s | CPU s (user+sys) | ru_maxrss MiB | tree RSS MiB (procs) | requests | receiver CPU s | other load, CPUs | calibration ms | code |',
-        '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+        '| # | corpus | variant | status | events/s | wall s | CPU s (user+sys) | ru_maxrss MiB | tree RSS MiB (procs) | requests | receiver CPU s | other load, CPUs | calibration ms | code |',
+        '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
     ]
-    for i, r in enumerate(ctx['runs_all'], 1):
+    for i, r in enumerate(runs_all, 1):
         status = 'OK' if r['ok'] else '**FAILED**: ' + '; '.join(r['problems']).replace('|', '/')
-        lines.append(f'| {i} | {r["variant"]} ({r["label"]}) | {status} | {_f(r["events_per_s"])} | '
+        lines.append(f'| {i} | {r["corpus"]} | {r["variant"]} ({r["label"]}) | {status} | {_f(r["events_per_s"])} | '
                      f'{r["wall_s"]:.1f} | {r["cpu_s"]:.1f} ({r["user_s"]:.1f}+{r["sys_s"]:.1f}) | '
                      f'{r["maxrss_mib"]:.0f} | {r["tree_rss_peak_mib"]:.0f} ({r["tree_procs_max"]}) | {r["requests"]} | '
                      f'{r["receiver_cpu_s"]:.1f} | {r["foreign_cpus"]:.2f} | {r["calibration_ms"]:.0f} | '
@@ -431,38 +520,57 @@ def write_results(path: Path, ctx: dict) -> None:
 
 # ---------------------------------------------------------------------------------------------
 
-def make_corpus(directory: str, events: int, seed: int) -> tuple:
+def make_corpus(directory: str, events: int, days: int, seed: int, codecs: str) -> tuple:
     from devtools.sample import generate
     t0 = time.perf_counter()
-    report = generate(directory, events=events, seed=seed)
+    report = generate(directory, events=events, seed=seed, hours=24 * days,
+                      codecs=tuple(codecs.split(',')))
     took = time.perf_counter() - t0
     size = sum(os.path.getsize(f) for f in report.files)
-    info = {'events_requested': events, 'seed': seed, 'events': report.events,
-            'eligible': report.eligible, 'files': len(report.files),
-            'other_files': len(report.other_files),
+    info = {'events_requested': events, 'seed': seed, 'days': days, 'hours': 24 * days,
+            'codecs': codecs, 'events': report.events, 'eligible': report.eligible,
+            'files': len(report.files), 'other_files': len(report.other_files),
             'types': sum(1 for v in report.by_type.values() if v['events']),
             'mib': size / MIB / MIB, 'generate_s': took}
-    print(f'corpus: {report.events:,} events ({report.eligible:,} eligible) in {len(report.files)} files, '
-          f'{info["mib"]:.0f} MiB, generated in {took:.1f}s at {directory}', flush=True)
+    print(f'corpus: {report.events:,} events ({report.eligible:,} eligible) over {days} day(s) in '
+          f'{len(report.files)} files, {info["mib"]:.0f} MiB, generated in {took:.1f}s at {directory}',
+          flush=True)
     return report, info
+
+
+def _int_list(text: str) -> List[int]:
+    try:
+        values = [int(x) for x in text.split(',') if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected comma-separated integers, got {text!r}')
+    if not values:
+        raise argparse.ArgumentTypeError('empty list')
+    return values
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog='python -m bench.run', description=__doc__.split('\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split('\n', 2)[2])
-    p.add_argument('--events', type=int, default=None, help=f'corpus size (default {DEFAULT_EVENTS:,}; smoke {SMOKE_EVENTS:,})')
+    p.add_argument('--events', type=_int_list, default=None,
+                   help=f'corpus size(s), comma-separated (default {DEFAULT_EVENTS}; smoke {SMOKE_EVENTS})')
+    p.add_argument('--days', type=_int_list, default=None,
+                   help=f'days of date= hours each corpus spans, comma-separated (default {DEFAULT_DAYS}; '
+                        f'smoke {SMOKE_DAYS}); every events x days pair is one corpus')
+    p.add_argument('--codecs', default=DEFAULT_CODECS,
+                   help=f'Avro codecs, used file by file in turn (default {DEFAULT_CODECS})')
     p.add_argument('--runs', type=int, default=None, help='runs per variant (default 3; smoke 1)')
     p.add_argument('--seed', type=int, default=1)
     p.add_argument('--smoke', action='store_true', help='tiny corpus, 1 run each, correctness only')
-    p.add_argument('--scale-check', action='store_true', help='also the pipeline at 4x the corpus (peak RSS)')
+    p.add_argument('--scale-check', action='store_true',
+                   help='also the pipeline alone on 4x the first corpus size, for each --days (peak RSS)')
     p.add_argument('--scale-runs', type=int, default=1, help='pipeline runs at 4x (default 1)')
-    p.add_argument('--no-variants', action='store_true', help='skip the pipeline flag variants (mt2, mp2)')
+    p.add_argument('--no-variants', action='store_true', help='skip the pipeline flag variants (24h, 1w, mt2, mp2)')
     p.add_argument('--only', help='comma-separated variant names to run (e.g. "pipeline,reference")')
     p.add_argument('--reference-in-flight', type=int, default=None, help='reference: concurrent requests')
     p.add_argument('--official-threads', type=int, default=None, help='official client: consumer threads')
-    p.add_argument('--workdir', help='where corpus and run files go (default: a temp dir, removed)')
-    p.add_argument('--keep', action='store_true', help='keep the workdir')
+    p.add_argument('--workdir', help='where corpora and run files go (default: a temp dir, removed)')
+    p.add_argument('--keep', action='store_true', help='keep the workdir and its corpora')
     p.add_argument('--results', help=f'Markdown report (default {DEFAULT_RESULTS.relative_to(ROOT)}; '
                                      'smoke: none unless given)')
     p.add_argument('--json', help='also write all figures as JSON here')
@@ -477,7 +585,9 @@ def parse_args(argv):
     if args.official_threads is None:
         args.official_threads = official_client.DEFAULT_THREADS
     if args.events is None:
-        args.events = SMOKE_EVENTS if args.smoke else DEFAULT_EVENTS
+        args.events = [SMOKE_EVENTS if args.smoke else DEFAULT_EVENTS]
+    if args.days is None:
+        args.days = [SMOKE_DAYS if args.smoke else DEFAULT_DAYS]
     if args.runs is None:
         args.runs = 1 if args.smoke else 3
     if args.wait_quiet is None:
@@ -485,8 +595,11 @@ def parse_args(argv):
     if args.smoke:
         args.no_variants = True
         args.scale_check = False
-    if args.events < 34 or args.runs < 1:
-        p.error('--events must be >= 34 and --runs >= 1')
+    if min(args.events) < 34 or args.runs < 1 or min(args.days) < 1 or max(args.days) > 366:
+        p.error('--events must be >= 34, --days between 1 and 366 and --runs >= 1')
+    from devtools.sample import CODECS
+    if not set(args.codecs.split(',')) <= set(CODECS):
+        p.error(f'--codecs: each of {", ".join(CODECS)}')
     return args
 
 
@@ -498,8 +611,34 @@ def compile_project() -> None:
     Python checks the sources' mtimes, so a stale file is never used.
     """
     import compileall
-    for package in ('pipeline', 'transforms', 'bench'):
+    for package in ('pipeline', 'transforms', 'bench', 'devtools'):
         compileall.compile_dir(str(ROOT / package), quiet=1)
+
+
+def measure_corpus(workdir: str, events: int, days: int, variants: List[Variant], runs: int,
+                   args, counter: List[int], label: str = '') -> dict:
+    """One section: generate the corpus, run every variant `runs` times interleaved, remove it."""
+    name = f'{events // 1000}k-{days}d'
+    corpus_dir = os.path.join(workdir, f'corpus-{name}')
+    shutil.rmtree(corpus_dir, ignore_errors=True)
+    report, info = make_corpus(corpus_dir, events, days, args.seed, args.codecs)
+    by_variant: Dict[str, List[dict]] = {v.name: [] for v in variants}
+    runs_all = []
+    try:
+        for round_no in range(runs):
+            for v in variants:
+                counter[0] += 1
+                rundir = os.path.join(workdir, 'runs', f'{counter[0]:03d}-{name}-{v.name.replace(" ", "-")}')
+                r = run_once(v, corpus_dir, report, rundir, args,
+                             label or f'round {round_no + 1}/{runs}')
+                r['corpus'] = f'{events // 1000}k {days}d'
+                runs_all.append(r)
+                by_variant[v.name].append(r)
+    finally:
+        if not args.keep:
+            shutil.rmtree(corpus_dir, ignore_errors=True)
+    return {'corpus': info, 'runs': runs_all, 'by_variant': by_variant,
+            'aggregates': {n: aggregate(rs) for n, rs in by_variant.items() if rs}}
 
 
 def main(argv=None) -> int:
@@ -509,7 +648,7 @@ def main(argv=None) -> int:
     variants = MAIN + ([] if args.no_variants else FLAG_VARIANTS)
     if args.only:
         wanted = {n.strip() for n in args.only.split(',')}
-        variants = [v for v in variants if v.name in wanted]
+        variants = [v for v in MAIN + FLAG_VARIANTS if v.name in wanted]
         if not variants:
             print(f'bench.run: error: --only matches no variant ({", ".join(v.name for v in MAIN + FLAG_VARIANTS)})',
                   file=sys.stderr)
@@ -517,65 +656,38 @@ def main(argv=None) -> int:
     workdir = args.workdir or tempfile.mkdtemp(prefix='currents-bench-')
     os.makedirs(workdir, exist_ok=True)
     started = datetime.datetime.now(datetime.timezone.utc)
+    t0 = time.monotonic()
     code = code_fingerprint()
     compile_project()
     print(f'bench: {command}\nworkdir: {workdir}', flush=True)
-    ok = True
+    sections: List[dict] = []
+    counter = [0]
     try:
-        corpus_dir = os.path.join(workdir, 'corpus-1x')
-        shutil.rmtree(corpus_dir, ignore_errors=True)
-        report, corpus_info = make_corpus(corpus_dir, args.events, args.seed)
-        runs_all: List[dict] = []
-        by_variant: Dict[str, List[dict]] = {v.name: [] for v in variants}
-        n = 0
-        for round_no in range(args.runs):
-            for v in variants:
-                n += 1
-                rundir = os.path.join(workdir, 'runs', f'{n:03d}-{v.name.replace(" ", "-")}')
-                r = run_once(v, corpus_dir, report, rundir, args, f'round {round_no + 1}/{args.runs}')
-                runs_all.append(r)
-                by_variant[v.name].append(r)
-        aggregates = {name: aggregate(rs) for name, rs in by_variant.items() if rs}
-        ctx = {'machine': machine(), 'corpus': corpus_info, 'code': code, 'smoke': args.smoke, 'runs': args.runs,
+        for events in args.events:
+            for days in args.days:
+                sections.append(measure_corpus(workdir, events, days, variants, args.runs, args, counter))
+        if args.scale_check and any(v.name == 'pipeline' for v in variants):
+            for days in args.days:
+                sections.append(measure_corpus(workdir, args.events[0] * 4, days, [MAIN[0]],
+                                               args.scale_runs, args, counter, '4x corpus'))
+        runs_all = [r for s in sections for r in s['runs']]
+        ok = all(r['ok'] for r in runs_all)
+        ctx = {'machine': machine(), 'code': code, 'smoke': args.smoke, 'runs': args.runs,
                'date': started.strftime('%Y-%m-%d %H:%M UTC'), 'command': command,
-               'variants': variants, 'aggregates': aggregates, 'runs_all': runs_all,
+               'variants': variants, 'sections': sections, 'took_s': time.monotonic() - t0,
                'reference_in_flight': args.reference_in_flight, 'wait_quiet': args.wait_quiet,
                'official_threads': args.official_threads}
-        if args.scale_check and 'pipeline' in aggregates:
-            corpus4 = os.path.join(workdir, 'corpus-4x')
-            shutil.rmtree(corpus4, ignore_errors=True)
-            report4, info4 = make_corpus(corpus4, args.events * 4, args.seed)
-            runs4 = []
-            for i in range(args.scale_runs):
-                n += 1
-                rundir = os.path.join(workdir, 'runs', f'{n:03d}-pipeline-4x')
-                r = run_once(MAIN[0], corpus4, report4, rundir, args, f'4x corpus {i + 1}/{args.scale_runs}')
-                r['variant'] = 'pipeline @4x'
-                runs4.append(r)
-                runs_all.append(r)
-            shutil.rmtree(corpus4, ignore_errors=True)
-            del report4
-            p1 = aggregates['pipeline']
-            rss4 = statistics.median(r['maxrss_mib'] for r in runs4)
-            ctx['scale'] = {
-                'events_1x': report.events, 'events_4x': info4['events'],
-                'ok_1x': p1['ok'], 'ok_4x': all(r['ok'] for r in runs4),
-                'eps_1x': p1['events_per_s'], 'eps_4x': statistics.median(r['events_per_s'] for r in runs4),
-                'rss_1x': p1['maxrss_mib_median'], 'runs_1x': p1['runs'], 'rss_4x': rss4,
-                'tree_1x': p1['tree_rss_peak_mib'], 'tree_4x': max(r['tree_rss_peak_mib'] for r in runs4),
-                'growth': rss4 / p1['maxrss_mib_median'] if p1['maxrss_mib_median'] else float('nan'),
-                'growth_tree': (max(r['tree_rss_peak_mib'] for r in runs4) / p1['tree_rss_peak_mib']
-                                if p1['tree_rss_peak_mib'] else float('nan')),
-            }
-        ok = all(r['ok'] for r in runs_all)
         print_summary(ctx)
         results = args.results or (None if args.smoke else str(DEFAULT_RESULTS))
         if results:
             write_results(Path(results), ctx)
             print(f'results written to {results}')
         if args.json:
-            out = {k: v for k, v in ctx.items() if k != 'variants'}
+            out = {k: v for k, v in ctx.items() if k not in ('variants', 'sections')}
             out['variants'] = [v.__dict__ for v in variants]
+            out['sections'] = [{k: v for k, v in s.items() if k != 'by_variant'} for s in sections]
+            out['runs_all'] = runs_all
+            out['memory_scaling'] = memory_scaling(sections)
             out['ok'] = ok
             Path(args.json).write_text(json.dumps(out, indent=2, default=str))
     finally:
@@ -590,19 +702,23 @@ def main(argv=None) -> int:
 
 
 def print_summary(ctx) -> None:
-    print('\nvariant         status    events/s   CPU s/1k ev   peak RSS MiB   tree RSS MiB')
-    for name, a in ctx['aggregates'].items():
-        print(f'{name:<15} {"OK" if a["ok"] else "FAILED":<8} {a["events_per_s"]:>9,.0f}   {a["cpu_s_per_1k"]:>10.4f}   '
-              f'{a["maxrss_mib"]:>12.0f}   {a["tree_rss_peak_mib"]:>12.0f}')
-    aggs = ctx['aggregates']
-    if not ctx['smoke'] and all(k in aggs for k in ('pipeline', 'reference', 'official')):
-        p, r, o = aggs['pipeline'], aggs['reference'], aggs['official']
-        print(f'pipeline/reference {p["events_per_s"] / r["events_per_s"]:.2f}x   '
-              f'pipeline/official {p["events_per_s"] / o["events_per_s"]:.2f}x')
-    if 'scale' in ctx:
-        s = ctx['scale']
-        print(f'peak RSS 1x {s["rss_1x"]:.0f} MiB, 4x {s["rss_4x"]:.0f} MiB: {s["growth"]:.2f}x '
-              f'(tree sum {s["tree_1x"]:.0f} -> {s["tree_4x"]:.0f} MiB: {s["growth_tree"]:.2f}x)')
+    for s in ctx['sections']:
+        c = s['corpus']
+        print(f'\n{c["events"]:,} events over {c["days"]} day(s), {c["files"]} files')
+        print('variant         status    events/s   CPU s/1k ev   peak RSS MiB   tree RSS MiB   other load')
+        for name, a in s['aggregates'].items():
+            print(f'{name:<15} {"OK" if a["ok"] else "FAILED":<8} {a["events_per_s"]:>9,.0f}   '
+                  f'{a["cpu_s_per_1k"]:>10.4f}   {a["maxrss_mib"]:>12.0f}   {a["tree_rss_peak_mib"]:>12.0f}'
+                  f'   {a["foreign_cpus"]:>8.2f}')
+        t = _targets(s)
+        if t and not ctx['smoke']:
+            print(f'pipeline/reference {t["vs_reference"]:.2f}x   pipeline/official {t["vs_official"]:.2f}x   '
+                  f'CPU per event pipeline/reference {t["cpu_vs_reference"]:.2f}x')
+    for g in memory_scaling(ctx['sections']):
+        print(f'{g["days"]} d: peak RSS {g["rss_1"]:.0f} -> {g["rss_2"]:.0f} MiB ({g["growth"]:.2f}x), '
+              f'tree {g["tree_1"]:.0f} -> {g["tree_2"]:.0f} MiB ({g["growth_tree"]:.2f}x) '
+              f'for {g["factor"]:.0f}x the events')
+    print(_load_label([r for s in ctx['sections'] for r in s['runs']])[2])
 
 
 if __name__ == '__main__':

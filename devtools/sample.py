@@ -23,7 +23,7 @@ import random
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import fastavro
 
@@ -578,15 +578,19 @@ def _validate(events, hours, no_external_fraction, codec, events_per_file, other
 def generate(output_dir, events: int = 10000, seed: int = 0, start_hour: str = '2024-05-01-00',
              hours: int = 3, no_external_fraction: float = 0.1, codec: str = 'null',
              events_per_file: int = 5000, other_type_files: int = 2,
-             old_layout_fraction: float = 0.25, mapping: str = CLASSIC) -> SampleReport:
+             old_layout_fraction: float = 0.25, mapping: str = CLASSIC,
+             codecs: Optional[Sequence[str]] = None) -> SampleReport:
     """Write a sample Currents export under `<output_dir>/currents/` and describe it.
 
     `mapping` picks the event types (and writer schemas) of that mapping profile. Existing files
     are overwritten, others left alone: use a fresh directory so the report matches everything
-    the pipeline will read.
+    the pipeline will read. `codecs` (e.g. ('null', 'deflate', 'snappy')) mixes codecs, file by
+    file in turn, instead of one `codec` for every file; the records are the same.
     """
-    _validate(events, hours, no_external_fraction, codec, events_per_file, other_type_files,
-              old_layout_fraction)
+    for c in (codecs or (codec,)):
+        _validate(events, hours, no_external_fraction, c, events_per_file, other_type_files,
+                  old_layout_fraction)
+    file_codecs = tuple(codecs) if codecs else (codec,)
     if mapping not in PROFILES:
         raise ValueError(f'mapping must be one of {", ".join(PROFILES)}, got {mapping!r}')
     if mapping == CURRENT and not shared_schema_dir().is_dir():
@@ -646,10 +650,14 @@ def generate(output_dir, events: int = 10000, seed: int = 0, start_hour: str = '
         name = f'{conn_name}+{partition}+{offset}.avro'
         return root / _rel_path(t, hour_names[h], old, sid, name)
 
+    written = [0]
+
     def write(path: Path, schema, records) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        file_codec = file_codecs[written[0] % len(file_codecs)]
+        written[0] += 1
         with open(path, 'wb') as fh:
-            fastavro.writer(fh, schema, records, codec=codec,
+            fastavro.writer(fh, schema, records, codec=file_codec,
                             sync_marker=getrandbits(128).to_bytes(16, 'big'))
 
     templates: Dict[str, _Templates] = {}

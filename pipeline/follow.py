@@ -14,7 +14,7 @@ from pipeline.incremental import lag_text, new_files, release, take_lock, wave_s
 from pipeline.listing import DELIVERED, input_pattern
 from pipeline.paths import UsageError
 from pipeline.summary import Summary
-from pipeline.waves import DEFAULT_WAVE_HOURS, make_waves
+from pipeline.waves import make_waves, wave_size
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 MAX_FAILED_POLLS = 5   # listings in a row that fail before --follow gives up
@@ -68,7 +68,7 @@ def follow(settings, options, argv, out) -> int:
                          'schedule (README, "Keeping Segment fed")')
     check_sending_setup(settings, options)
     pattern = input_pattern(settings.input)
-    wave_hours = DEFAULT_WAVE_HOURS if settings.wave_hours is None else settings.wave_hours
+    wave_hours = wave_size(settings.wave_hours, settings.wave_mb, False, False)
     stop = StopFlag()
     stop.install()
     lock = workers = None

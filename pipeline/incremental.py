@@ -22,7 +22,7 @@ from pipeline.lock import Lock, LockBusy, lock_path
 from pipeline.paths import UsageError, hour_from_path
 from pipeline.running import run_waves
 from pipeline.summary import Summary
-from pipeline.waves import DEFAULT_WAVE_HOURS, make_waves
+from pipeline.waves import make_waves, wave_size
 
 # A submitted (detached) Dataflow job holds the lock until its per-file record appears, or
 # at most this long if it fails; the next launch then takes the stale lock over.
@@ -103,11 +103,7 @@ def since_last_run(settings, options, argv, out) -> int:
                                        worker_processes)
     started = time.monotonic()
     dataflow = is_dataflow(options)
-    if dataflow and not settings.wait and settings.wave_hours:
-        raise UsageError('--wave_hours on Dataflow runs one job per wave and needs --wait')
-    wave_hours = settings.wave_hours
-    if wave_hours is None:
-        wave_hours = 0 if dataflow and not settings.wait else DEFAULT_WAVE_HOURS
+    wave_hours = wave_size(settings.wave_hours, settings.wave_mb, dataflow, settings.wait)
     pattern = input_pattern(settings.input)
     if settings.plan:
         from pipeline.plan import make_plan, plan_text
@@ -138,7 +134,7 @@ def since_last_run(settings, options, argv, out) -> int:
                           settings.summary_output, settings.rejects)
         local_parallelism(options, argv, sum(size for _, _, size in listing.files))
         waves = make_waves(listing.files, wave_hours)
-        detached = dataflow and not settings.wait and not settings.wave_hours
+        detached = dataflow and not settings.wait
         workers = start_warm_workers(options, settings.fresh_worker_processes)
         if uses_worker_processes(options):
             print(f'local run: {worker_processes(options)} worker processes, '

@@ -25,7 +25,7 @@ from pipeline.plan import make_plan, plan_text
 from pipeline.resume import completed_partitions
 from pipeline.running import run_waves
 from pipeline.stores import prepare_stores
-from pipeline.waves import DEFAULT_WAVE_HOURS, make_waves
+from pipeline.waves import make_waves, wave_size
 
 
 def print_help(out) -> None:
@@ -99,12 +99,10 @@ def _run(argv, out) -> int:
             raise UsageError(f'no input files match {pattern}')
         settings.file_stamps = listing.stamps   # completed waves record their files
         dataflow = is_dataflow(options)
-        wave_hours = settings.wave_hours
-        if wave_hours is None:
-            wave_hours = 0 if dataflow and not settings.wait else DEFAULT_WAVE_HOURS
+        waves_by = wave_size(settings.wave_hours, settings.wave_mb, dataflow, settings.wait)
         undated = undated_files(listing, settings.selector)
         if settings.plan:
-            plan = make_plan(listing.files, listing.skipped, wave_hours,
+            plan = make_plan(listing.files, listing.skipped, waves_by,
                              settings.max_events_per_second, settings.mapping,
                              settings.selector.event_types, undated)
             print(plan_text(plan, settings.max_events_per_second), file=out, flush=True)
@@ -112,10 +110,8 @@ def _run(argv, out) -> int:
         check_sending_setup(settings, options)
         check_rejects_writable(settings.rejects)
         local_parallelism(options, argv, sum(size for _, _, size in listing.files))
-        waves = make_waves(listing.files, wave_hours)
-        detached = dataflow and not settings.wait and not settings.wave_hours
-        if dataflow and not settings.wait and settings.wave_hours:
-            raise UsageError('--wave_hours on Dataflow runs one job per wave and needs --wait')
+        waves = make_waves(listing.files, waves_by)
+        detached = dataflow and not settings.wait
     except USAGE_ERRORS as exc:
         return usage_error(exc)
     workers = start_warm_workers(options, settings.fresh_worker_processes)

@@ -18,8 +18,10 @@ from transforms.write_key import WriteKeySource
 SECRET_NAME = re.compile(r'^projects/[^/]+/secrets/[^/]+/versions/[^/]+$')
 FORBIDDEN_FLAGS = ('--segment_write_key', '--write_key', '--segment-write-key', '--writeKey')
 # Options that only mean something to a local run: not Flex Template parameters (metadata.json).
+# A Dataflow job cuts its input by --wave_hours; --wave_mb sizes waves against the local
+# runner's per-pipeline costs.
 LOCAL_ONLY = frozenset({'fresh_worker_processes', 'progress_seconds', 'verbose', 'follow',
-                        'poll_seconds'})
+                        'poll_seconds', 'wave_mb'})
 DEFAULT_PROGRESS_SECONDS = 10.0
 
 
@@ -68,7 +70,11 @@ class CurrentsToSegmentOptions(PipelineOptions):
           help='Print what the run would read and how long sending would take; do nothing')
         a('--wave_hours', type=int, default=None,
           help='Run the input in waves of this many date= hours, each recorded for --resume '
-               'when it completes (default 24 locally; on Dataflow one job unless given)')
+               'when it completes (0 = one wave; default: waves by --wave_mb locally, one job '
+               'on Dataflow)')
+        a('--wave_mb', type=float, default=None,
+          help='Local default: waves of whole date= hours holding at least this many MiB of '
+               'input (or 15,000 files) each (default 512, about a million events; 0 = one wave)')
         a('--wait', action='store_true', default=False,
           help='On Dataflow, wait for the job(s) and print the summary (default: submit, return)')
         a('--use_env_proxy', action='store_true', default=False,
@@ -187,6 +193,7 @@ class RunSettings:
     resume: bool = False
     plan: bool = False
     wave_hours: Optional[int] = None
+    wave_mb: Optional[float] = None
     wait: bool = False
     fresh_worker_processes: bool = False
     mapping: str = CLASSIC
@@ -314,6 +321,8 @@ def settings_from(options: PipelineOptions, need_rejects: bool = True) -> RunSet
                          '--follow skip delivered files: use one of them')
     if o.follow and o.plan:
         raise UsageError('--follow runs until stopped; --plan only prints: use one of them')
+    if o.wave_mb is not None and not o.wave_mb >= 0:
+        raise UsageError('--wave_mb must be 0 (one wave) or positive')
     return RunSettings(
         input=o.input, rejects=(o.rejects or '').rstrip('/'),
         selector=FileSelector(event_types, start, end),
@@ -326,7 +335,7 @@ def settings_from(options: PipelineOptions, need_rejects: bool = True) -> RunSet
         store_credentials=StoreCredentials(o.aws_credentials_secret or None,
                                            o.azure_connection_string_secret or None),
         run_id=datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%dT%H%M%S%fZ'),
-        resume=o.resume, plan=o.plan, wave_hours=o.wave_hours, wait=o.wait,
+        resume=o.resume, plan=o.plan, wave_hours=o.wave_hours, wave_mb=o.wave_mb, wait=o.wait,
         fresh_worker_processes=o.fresh_worker_processes, segment_sent_at=o.segment_sent_at,
         progress_seconds=o.progress_seconds, verbose=o.verbose,
         mapping=o.mapping, include_anonymous=o.include_anonymous, use_env_proxy=o.use_env_proxy,

@@ -6,7 +6,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.paths import hour_from_path
-from pipeline.waves import make_waves, partitions_of
+from pipeline.waves import as_wave_size, make_waves, partitions_of, wave_lines
 from transforms.events import event_type_from_schema_name
 from transforms.profiles import CLASSIC, row_name
 from transforms.read import block_headers, read_header
@@ -63,13 +63,16 @@ def estimate_events(files: List[Tuple[str, Optional[str], int]]) -> int:
 
 
 def make_plan(files: List[Tuple[str, Optional[str], int]], skipped: Dict[str, int],
-              wave_hours: int, max_events_per_second: float, mapping: str = CLASSIC,
+              wave_size, max_events_per_second: float, mapping: str = CLASSIC,
               event_types: Optional[FrozenSet[str]] = None, undated: int = 0) -> dict:
+    """`wave_size`: a waves.WaveSize (or an int of hours), as the run would cut its input."""
     skipped = dict(skipped)
     if event_types is not None:
         files, by_header = decide_by_header(files, event_types)
         if by_header:
             skipped['skip_type'] = skipped.get('skip_type', 0) + by_header
+    wave_size = as_wave_size(wave_size)
+    waves = make_waves(files, wave_size)
     by_type = defaultdict(lambda: {'files': 0, 'bytes': 0, 'sample': None})
     for path, event_type, size in files:
         row = by_type[event_type or '(from schema)']
@@ -98,7 +101,9 @@ def make_plan(files: List[Tuple[str, Optional[str], int]], skipped: Dict[str, in
         'last_hour': hours[-1].strftime('%Y-%m-%d-%H') if hours else None,
         'events_estimate': estimate,
         'send_seconds_estimate': seconds,
-        'waves': len(make_waves(files, wave_hours)),
+        'waves': len(waves),
+        'wave_size': wave_size.describe(),
+        'wave_lines': wave_lines(waves),
         'files_skipped': dict(skipped),
         'files_without_date_hour': undated,
         'by_event': rows,
@@ -115,7 +120,8 @@ def _duration(seconds: Optional[float]) -> str:
 def plan_text(plan: dict, rate: float) -> str:
     lines = [f'files to read: {plan["files"]} ({plan["bytes"]:,} bytes) in {plan["partitions"]} '
              f'partitions (event type x date= hour), hours {plan["first_hour"]} .. '
-             f'{plan["last_hour"]}, {plan["waves"]} wave(s)',
+             f'{plan["last_hour"]}, {plan["waves"]} wave(s) ({plan["wave_size"]})',
+             *plan['wave_lines'],
              f'files skipped: {sum(plan["files_skipped"].values())} '
              + (str(plan['files_skipped']) if plan['files_skipped'] else ''),
              *([f'read regardless: no date= hour in path: {plan["files_without_date_hour"]} '

@@ -1,28 +1,118 @@
-"""Splitting a listed input into waves of date= hours, each one pipeline run (for --resume)."""
-import datetime
-from typing import List, Optional, Tuple
+"""Splitting a listed input into waves of whole date= hours, each one pipeline run (for --resume).
 
-from pipeline.paths import hour_from_path
+Every wave is a pipeline of its own (graph, rejects and manifest stages: ~0.85 CPU-s locally),
+so a local run cuts its input by volume: whole hours, in time order, until a wave holds at least
+`--wave_mb` of input (default 512 MiB, about a million events) or MAX_WAVE_FILES files (the
+launcher's and workers' memory grows with the files of a wave, ~12 KB each). Inputs up to that
+size are one pipeline; a long backfill still gets a checkpoint per wave (README "Resuming,
+replaying, planning"). `--wave_hours H` cuts by time instead.
+"""
+import datetime
+from typing import Dict, List, NamedTuple, Optional, Tuple
+
+from pipeline.paths import UsageError, hour_from_path
 from pipeline.listing import partition_key
 
 EPOCH = datetime.datetime(1970, 1, 1)
-DEFAULT_WAVE_HOURS = 24   # a local run's waves when --wave_hours is not given
+MIB = 1024 * 1024
+DEFAULT_WAVE_MB = 512
+MAX_WAVE_FILES = 15_000     # ~180 MB of per-file memory over the process tree, ~9 CPU-s of reading
+
+ListedFile = Tuple[str, Optional[str], int]     # (path, event type if the path says, bytes)
 
 
-def make_waves(files: List[Tuple[str, Optional[str], int]], wave_hours: int):
-    """Files grouped by `wave_hours`-long spans of their date= hour, in time order.
+class WaveSize(NamedTuple):
+    """How a run cuts its input: by `hours` of date= hours, by `bytes` of input (or `files`,
+    whichever comes first), or not at all (all 0)."""
+    hours: int = 0
+    bytes: int = 0
+    files: int = 0
 
-    A partition (event type × hour) never spans two waves. Files without a date= segment form
-    the first wave.
+    def describe(self) -> str:
+        if self.hours:
+            return f'{self.hours} date= hour(s) each'
+        if self.bytes:
+            return (f'whole date= hours until a wave holds >= {self.bytes / MIB:g} MiB'
+                    + (f' or {self.files:,} files' if self.files else ''))
+        return 'one wave'
+
+
+def wave_size(wave_hours: Optional[int], wave_mb: Optional[float], dataflow: bool,
+              wait: bool) -> WaveSize:
+    """The run's waves from the options: an explicit --wave_hours or --wave_mb (0 = one wave);
+    else by volume locally and one job on Dataflow."""
+    if wave_hours is not None and wave_mb is not None:
+        raise UsageError('--wave_hours and --wave_mb both cut the input into waves: give one')
+    if dataflow and not wait and (wave_hours or wave_mb):
+        raise UsageError('--wave_hours/--wave_mb on Dataflow run one job per wave and need --wait')
+    if wave_hours is not None:
+        return WaveSize(hours=wave_hours)
+    if wave_mb is not None:
+        return WaveSize(bytes=int(wave_mb * MIB), files=MAX_WAVE_FILES if wave_mb else 0)
+    return WaveSize() if dataflow else WaveSize(bytes=DEFAULT_WAVE_MB * MIB, files=MAX_WAVE_FILES)
+
+
+def as_wave_size(size) -> WaveSize:
+    """A WaveSize as is; an int as hours (how waves were sized before volume waves)."""
+    return size if isinstance(size, WaveSize) else WaveSize(hours=int(size or 0))
+
+
+def _hour_number(path: str) -> int:
+    """Hours since 1970 of the file's date= hour; -1 for files without one (they come first)."""
+    hour = hour_from_path(path)
+    return -1 if hour is None else int((hour - EPOCH).total_seconds() // 3600)
+
+
+def make_waves(files: List[ListedFile], size) -> List[List[ListedFile]]:
+    """The files in waves, in time order; a partition (event type × hour) never spans two.
+
+    `size` is a WaveSize (an int means hours, as before volume waves). By hours: one wave per
+    `hours`-long span of date= hours. By bytes: whole hours are added to a wave until it holds
+    at least `bytes` (or `files` files, if set), so an input smaller than that is one wave.
+    Files without a date= hour are taken first: on their own by hours, ahead of the first hours
+    by bytes.
     """
-    if not wave_hours:
-        return [files] if files else []
-    buckets = {}
+    size = as_wave_size(size)
+    if not files:
+        return []
+    if not size.hours and not size.bytes:
+        return [list(files)]
+    by_hour: Dict[int, List[ListedFile]] = {}
     for entry in files:
-        hour = hour_from_path(entry[0])
-        key = -1 if hour is None else int((hour - EPOCH).total_seconds() // 3600) // wave_hours
-        buckets.setdefault(key, []).append(entry)
-    return [buckets[k] for k in sorted(buckets)]
+        by_hour.setdefault(_hour_number(entry[0]), []).append(entry)
+    if size.hours:
+        buckets: Dict[int, List[ListedFile]] = {}
+        for hour in sorted(by_hour):
+            key = -1 if hour < 0 else hour // size.hours
+            buckets.setdefault(key, []).extend(by_hour[hour])
+        return [buckets[k] for k in sorted(buckets)]
+    waves, wave, held = [], [], 0
+    for hour in sorted(by_hour):
+        wave.extend(by_hour[hour])
+        held += sum(entry[2] for entry in by_hour[hour])
+        if held >= size.bytes or (size.files and len(wave) >= size.files):
+            waves.append(wave)
+            wave, held = [], 0
+    if wave:
+        waves.append(wave)
+    return waves
+
+
+def wave_lines(waves: List[List[ListedFile]], limit: int = 12) -> List[str]:
+    """One line per wave for --plan (hours, files, bytes), the middle elided past `limit`."""
+    lines = []
+    for number, wave in enumerate(waves):
+        hours = sorted(h for h in (hour_from_path(p) for p, _, _ in wave) if h is not None)
+        span = (f'{hours[0]:%Y-%m-%d-%H} .. {hours[-1]:%Y-%m-%d-%H}' if hours
+                else 'files without a date= hour')
+        if hours and len(hours) != len(wave):
+            span += ' (+ files without a date= hour)'
+        lines.append(f'  wave {number + 1}: {span}, {len(wave)} files, '
+                     f'{sum(size for _, _, size in wave):,} bytes')
+    if len(lines) > limit:
+        half = limit // 2
+        lines = lines[:half] + [f'  ... {len(lines) - 2 * half} more waves ...'] + lines[-half:]
+    return lines
 
 
 def partitions_of(files) -> List[str]:
