@@ -43,9 +43,23 @@ SLOW_MODULES = {'test_gcs', 'test_reliability', 'test_dataflow', 'test_bench_smo
                 'test_local_workers', 'test_fuzz'}
 
 
+# Single tests of otherwise fast modules that run the whole tool on a corpus for seconds.
+SLOW_TESTS = {
+    'test_no_output_of_any_run_contains_the_key', 'test_debug_logs_and_exception_text_never_contain_the_key',
+    'test_worker_processes_deliver_the_same', 'test_throttle_holds_the_aggregate_rate',
+    'test_retry_after_is_honoured_end_to_end', 'test_retries_exhausted_become_rejects',
+    'test_interrupted_backfill_resumes_without_resending_completed_partitions',
+    'test_replay_after_400_and_budget_rejects_delivers_everything',
+    'test_replay_filters_reasons_and_rejects_again_into_a_new_folder',
+    'test_since_last_run_sends_new_and_changed_files_and_never_an_unchanged_one',
+    'test_dry_runs_record_nothing', 'test_event_types_narrowing_by_either_name',
+}
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if item.module.__name__.rsplit('.', 1)[-1] in SLOW_MODULES:
+        if (item.module.__name__.rsplit('.', 1)[-1] in SLOW_MODULES
+                or item.originalname in SLOW_TESTS):
             item.add_marker(pytest.mark.slow)
 
 
