@@ -129,3 +129,13 @@ def test_mapper_for_refuses_an_unknown_profile_naming_the_known_ones():
     with pytest.raises(ValueError) as refused:
         mapper_for('future')
     assert str(refused.value) == "unknown mapping profile 'future' (known: classic, current)"
+
+
+def test_a_deeper_context_path_nests_every_level():
+    """The shipped table nests one object deep; the mapper (and profiles.py) allow deeper paths."""
+    mapper = CurrentMessageMapper()
+    mapper.plans['test.Deep'] = ('Deep', ((('app', 'build', 'id'), 'build_id'),
+                                          (('app', 'name'), 'app_name')), ())
+    message = mapper.to_message('test.Deep', dict(BASE, build_id='b-7', app_name='shop'))
+    assert message['context'] == {'app': {'build': {'id': 'b-7'}, 'name': 'shop'},
+                                  'library': {'name': 'currents-to-segment', 'version': ''}}
