@@ -38,15 +38,17 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Each pure module and its own fast unit tests (quickest first: -x stops at the first failure).
 TESTS = {
-    'transforms/mapping.py': ['tests/test_mapping_edges.py', 'tests/test_limits.py',
-                              'tests/test_mapping.py'],
+    'transforms/mapping.py': ['tests/test_mapping_current_unit.py', 'tests/test_mapping_edges.py',
+                              'tests/test_limits.py', 'tests/test_mapping.py'],
     'transforms/sizing.py': ['tests/test_limits.py', 'tests/test_batching.py'],
     'transforms/retry.py': ['tests/test_retry_decisions.py', 'tests/test_segment_client.py',
                             'tests/test_client_behaviour.py'],
-    'transforms/segment_client.py': ['tests/test_segment_client.py',
+    'transforms/segment_client.py': ['tests/test_client_safety_unit.py',
+                                     'tests/test_segment_client.py',
                                      'tests/test_client_behaviour.py'],
     'pipeline/paths.py': ['tests/test_paths.py', 'tests/test_launcher_edges.py'],
-    'pipeline/endpoint.py': ['tests/test_launcher_edges.py', 'tests/test_segment_client.py'],
+    'pipeline/endpoint.py': ['tests/test_endpoint_rules.py', 'tests/test_launcher_edges.py',
+                             'tests/test_segment_client.py'],
 }
 PYTEST_ARGS = ['-q', '-x', '-m', 'not slow', '-p', 'no:cacheprovider', '--no-header',
                '-o', 'console_output_style=classic']
