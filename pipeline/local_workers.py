@@ -67,16 +67,20 @@ class WarmWorkers:
         read_end, write_end = os.pipe()
         for stream in (sys.stdout, sys.stderr):   # nothing buffered may be written twice
             stream.flush()
+        # SIGTERM stays blocked across the fork until the zygote has its handler: a SIGTERM in
+        # between would otherwise end it at once, leaving the socket folder behind.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         pid = os.fork()
         if pid == 0:
             os.close(write_end)
             code = 0
             try:
-                _zygote(listener, read_end, self.target, self._dir)
+                _zygote(listener, read_end, self.target, self._dir, mask)
             except BaseException:   # noqa: B902 - a zygote must never return into the launcher
                 code = 1
             finally:
                 os._exit(code)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         listener.close()
         os.close(read_end)
         self.pid, self._control = pid, write_end
@@ -151,7 +155,8 @@ def peer_uid(conn: socket.socket) -> int:
     return struct.unpack('3i', creds)[1]
 
 
-def _zygote(listener: socket.socket, control_fd: int, target, folder: str = None) -> None:
+def _zygote(listener: socket.socket, control_fd: int, target, folder: str = None,
+            mask=None) -> None:
     """Fork one warm worker per attach request; report each worker's exit status to its client."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C: the launcher decides, then closes us
     signal.signal(signal.SIGTERM, _exit_143)       # ... and SIGTERM still cleans up below
@@ -159,6 +164,8 @@ def _zygote(listener: socket.socket, control_fd: int, target, folder: str = None
     gc.freeze()   # what the launcher built stays shared with the workers, outside the collector
     workers = {}   # pid -> the attach client's connection
     try:
+        if mask is not None:   # a SIGTERM held since the fork arrives now, inside the clean-up
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         while True:
             waiting = [listener, control_fd] + list(workers.values())
             ready = select.select(waiting, [], [], 0.2)[0]

@@ -5,6 +5,8 @@ import json
 
 import pytest
 
+from devtools.receiver import SegmentReceiver
+
 from pipeline.listing import list_currents_files, partition_key
 from pipeline.main import run
 from pipeline.paths import FileSelector, UsageError
@@ -186,11 +188,13 @@ def test_bad_wave_options_are_one_line_usage_errors(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_a_multi_day_run_is_one_wave_by_default_and_resumes_by_volume(tmp_path, monkeypatch):
+    """Only sending runs record their waves (a dry run records nothing), so this one sends."""
     monkeypatch.setenv('SEGMENT_WRITE_KEY', 'wk_waves')
+    receiver = SegmentReceiver(write_key='wk_waves').start()
     _tree(tmp_path / 'in', 3)
     rejects = tmp_path / 'rejects'
     base = ['--input', str(tmp_path / 'in'), '--rejects', str(rejects),
-            '--dry_run_output', str(tmp_path / 'bodies')]
+            '--segment_endpoint', receiver.url]
     out = io.StringIO()
     assert run(base + ['--summary_output', str(tmp_path / 's1.json')], out=out) == 0
     manifests = list((rejects / 'manifest').glob('wave-*.json'))
@@ -201,7 +205,7 @@ def test_a_multi_day_run_is_one_wave_by_default_and_resumes_by_volume(tmp_path, 
     size = sum(f.stat().st_size for f in (tmp_path / 'in').rglob('*.avro'))
     rejects2 = tmp_path / 'rejects2'
     small = ['--input', str(tmp_path / 'in'), '--rejects', str(rejects2),
-             '--dry_run_output', str(tmp_path / 'bodies2'), '--wave_mb', str(size / 3 / MIB)]
+             '--segment_endpoint', receiver.url, '--wave_mb', str(size / 3 / MIB)]
     out = io.StringIO()
     assert run(small, out=out) == 0
     assert len(list((rejects2 / 'manifest').glob('wave-*.json'))) == 3
@@ -209,3 +213,4 @@ def test_a_multi_day_run_is_one_wave_by_default_and_resumes_by_volume(tmp_path, 
     out = io.StringIO()
     assert run(small + ['--resume', '--plan'], out=out) == 0
     assert 'files to read: 0 ' in out.getvalue() and "'skip_done': 72" in out.getvalue()
+    receiver.stop()
