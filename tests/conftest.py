@@ -40,7 +40,7 @@ if os.environ.get('CI'):
 # Whole modules that belong to the slow tier (emulators, subprocess runs of the tool, fresh
 # installs, large corpora); single slow tests elsewhere carry @pytest.mark.slow themselves.
 SLOW_MODULES = {'test_gcs', 'test_reliability', 'test_dataflow', 'test_bench_smoke',
-                'test_local_workers', 'test_fuzz'}
+                'test_local_workers', 'test_fuzz', 'test_cli'}
 
 
 # Single tests of otherwise fast modules that run the whole tool on a corpus for seconds.
@@ -53,6 +53,7 @@ SLOW_TESTS = {
     'test_replay_filters_reasons_and_rejects_again_into_a_new_folder',
     'test_since_last_run_sends_new_and_changed_files_and_never_an_unchanged_one',
     'test_dry_runs_record_nothing', 'test_event_types_narrowing_by_either_name',
+    'test_cli', 'test_deterministic_per_seed',
 }
 
 
