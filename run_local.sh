@@ -34,7 +34,8 @@ fi
 source scripts/venv.sh
 
 out="${LOCAL_OUT:-out}"
-if ! has --input; then
+own_input=false; has --input && own_input=true
+if ! $own_input; then
   data=sample-data; [ "$mapping" = classic ] || data="sample-data-$mapping"
   if [ ! -d "$data" ]; then
     python -m devtools.sample --output "$data" --events "${SAMPLE_EVENTS:-20000}" --seed 1 \
@@ -49,7 +50,7 @@ receiver_pid=""
 cleanup() { if [ -n "$receiver_pid" ]; then kill "$receiver_pid" 2>/dev/null || true; wait "$receiver_pid" 2>/dev/null || true; fi; }
 trap cleanup EXIT
 
-if ! has --input && ! has --segment_endpoint && ! has --dry_run_output && ! has --segment_region; then
+if ! $own_input && ! has --segment_endpoint && ! has --dry_run_output && ! has --segment_region; then
   export SEGMENT_WRITE_KEY=local-dev-write-key   # a real key never goes to the local receiver
   mkdir -p "$out"
   port_file="$out/receiver.port"; rm -f "$port_file"

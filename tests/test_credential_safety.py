@@ -233,6 +233,20 @@ def test_run_local_with_input_refuses_without_a_destination(tmp_path, args):
     assert_clean('run_local.sh output', proc.stdout + proc.stderr)
 
 
+@pytest.mark.slow
+def test_run_local_without_arguments_sends_the_sample_to_the_local_receiver(tmp_path):
+    """README's first command: sample data to the local receiver, with its own key only."""
+    env = dict(os.environ, LOCAL_OUT=str(tmp_path / 'out'), SEGMENT_WRITE_KEY=KEY)
+    proc = subprocess.run(['bash', str(ROOT / 'run_local.sh')], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert 'local Segment-compatible receiver: http://127.0.0.1:' in proc.stdout
+    assert 'balance: read = dropped + sent + rejected OK' in proc.stdout
+    sent = int(proc.stdout.split('\ntotal', 1)[1].split()[2])
+    assert f'receiver: {sent} unique messages accepted' in proc.stdout and sent > 0
+    assert_clean('run_local.sh output', proc.stdout + proc.stderr)   # the real key never used
+
+
 # ------------------------------------------------------------------ replay and resume trust
 def _reject_line(**row):
     return json.dumps(row)
