@@ -255,33 +255,12 @@ AZURITE_KEY = ('Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K
 
 
 @pytest.fixture(scope='module')
-def azurite(tmp_path_factory):
-    """Azurite's blob service on loopback (npm `azurite`; skipped where it is not installed)."""
-    import shutil
-    import socket
+def azurite():
+    """Azurite's blob service on loopback, installed and started as the store tests do."""
     pytest.importorskip('azure.storage.blob')
-    exe = os.environ.get('AZURITE_BLOB') or shutil.which('azurite-blob')
-    if not exe:
-        pytest.skip('azurite-blob not installed (npm install azurite)')
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([exe, '--blobHost', '127.0.0.1', '--blobPort', str(port),
-                             '--location', str(tmp_path_factory.mktemp('azurite')), '--silent',
-                             '--skipApiVersionCheck'],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(('127.0.0.1', port), timeout=0.5).close()
-            break
-        except OSError:
-            assert time.monotonic() < deadline and proc.poll() is None, 'azurite did not start'
-            time.sleep(0.1)
-    yield (f'DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;'
-           f'AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;')
-    proc.terminate()
-    proc.wait(10)
+    from tests.azurite import Azurite
+    with Azurite() as server:
+        yield server.connection_string()
 
 
 @pytest.mark.slow
