@@ -268,9 +268,10 @@ def _decompress(number: int, codec: str, data: bytes) -> bytes:
         raise CorruptBlock(f'block {number}: snappy data is corrupt ({exc})') from None
 
 
-def block_headers(handle, header: Header) -> Iterator[Tuple[int, int]]:
-    """(record count, block bytes) per block, reading only the block headers and sync markers:
-    the data is skipped with seek, never read or decompressed (--plan)."""
+def _blocks(handle, header: Header) -> Iterator[Tuple[int, int, int]]:
+    """(block number, record count, block bytes) for each block, its header checked against the
+    limits; the caller consumes or skips the block's data before asking for the next one, and
+    the sync marker that must follow it is checked then."""
     number = 0
     while True:
         count = _read_long(handle, f'block {number} header', eof_ok=True)
@@ -278,25 +279,26 @@ def block_headers(handle, header: Header) -> Iterator[Tuple[int, int]]:
             return
         size = _read_long(handle, f'block {number} header')
         _check_block(number, count, size, header)
+        yield number, count, size
+        if _read_exact(handle, SYNC_SIZE, f'block {number} sync marker') != header.sync:
+            raise CorruptBlock(f'block {number} is not followed by the sync marker')
+        number += 1
+
+
+def block_headers(handle, header: Header) -> Iterator[Tuple[int, int]]:
+    """(record count, block bytes) per block, reading only the block headers and sync markers:
+    the data is skipped with seek, never read or decompressed (--plan)."""
+    for number, count, size in _blocks(handle, header):
         if header.codec == 'null' and count * header.min_record_bytes > size:
             raise CorruptBlock(f'block {number} declares {count:,} records in {size:,} bytes')
         handle.seek(size, io.SEEK_CUR)
-        if _read_exact(handle, SYNC_SIZE, f'block {number} sync marker') != header.sync:
-            raise CorruptBlock(f'block {number} is not followed by the sync marker')
         yield count, size
-        number += 1
 
 
 def records(handle, header: Header) -> Iterator[dict]:
     """Every record, block by block, each block checked before its first record is produced."""
     parsed = fastavro.parse_schema(header.schema)
-    number = 0
-    while True:
-        count = _read_long(handle, f'block {number} header', eof_ok=True)
-        if count is None:
-            return
-        size = _read_long(handle, f'block {number} header')
-        _check_block(number, count, size, header)
+    for number, count, size in _blocks(handle, header):
         data = _decompress(number, header.codec,
                            _read_exact(handle, size, f'block {number} data'))
         if count * header.min_record_bytes > len(data):
@@ -307,9 +309,6 @@ def records(handle, header: Header) -> Iterator[dict]:
             yield fastavro.schemaless_reader(stream, parsed, None)
         if stream.tell() != len(data):
             raise CorruptBlock(f'block {number} holds more data than its {count} records')
-        if _read_exact(handle, SYNC_SIZE, f'block {number} sync marker') != header.sync:
-            raise CorruptBlock(f'block {number} is not followed by the sync marker')
-        number += 1
 
 
 class ReadCurrentsFileFn(beam.DoFn):
