@@ -22,7 +22,7 @@ from pipeline.lock import Lock, LockBusy, lock_path
 from pipeline.paths import UsageError, hour_from_path
 from pipeline.running import run_waves
 from pipeline.summary import Summary
-from pipeline.waves import make_waves, wave_size
+from pipeline.waves import largest_first, make_waves, wave_size
 
 # A submitted (detached) Dataflow job holds the lock until its per-file record appears, or
 # at most this long if it fails; the next launch then takes the stale lock over.
@@ -162,7 +162,7 @@ def since_last_run(settings, options, argv, out) -> int:
 def wave_summary(settings, options, files: List[Tuple[str, Optional[str], int]], wave: str,
                  runner=None) -> Summary:
     """Runs one wave's pipeline to completion (it records its files last); its summary."""
-    p = build_pipeline(settings, [(path, t) for path, t, _ in files], options, wave=wave,
+    p = build_pipeline(settings, largest_first(files), options, wave=wave,
                        runner=runner)
     result = p.run()
     result.wait_until_finish()

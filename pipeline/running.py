@@ -20,7 +20,7 @@ from pipeline.progress import (SIGNAL_NAMES, ProgressMonitor, StopOnSignal, data
                                live_channel)
 from pipeline.resume import manifest_dir
 from pipeline.summary import Summary
-from pipeline.waves import partitions_of
+from pipeline.waves import largest_first, partitions_of
 
 
 def _remove_beam_temp_folders(rejects: str) -> None:
@@ -87,7 +87,7 @@ def run_waves(settings, options, listing, waves, detached, out, runner=None, und
             manifest = FileSystems.join(manifest_dir(settings.rejects),
                                         f'wave-{settings.run_id}-w{number}.json')
             try:
-                p = build_pipeline(settings, [(path, t) for path, t, _ in wave],
+                p = build_pipeline(settings, largest_first(wave),
                                    job_options(settings, options, len(wave)),
                                    wave=f'w{number}', partitions=partitions_of(wave),
                                    manifest_path=manifest, runner=runner, live=live)

@@ -115,5 +115,11 @@ def wave_lines(waves: List[List[ListedFile]], limit: int = 12) -> List[str]:
     return lines
 
 
+def largest_first(files: List[ListedFile]) -> List[Tuple[str, Optional[str]]]:
+    """(path, event type) of each file, largest first: the order a wave's files are dealt to
+    the workers (transforms/read.py), so that they finish together."""
+    return [(path, event_type) for path, event_type, _ in sorted(files, key=lambda e: -e[2])]
+
+
 def partitions_of(files) -> List[str]:
     return sorted({partition_key(entry[0]) for entry in files})

@@ -19,6 +19,7 @@ from typing import Iterable, Sequence, Tuple
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.packing import PackedList
 from transforms.progress import LiveChannel
 
 # One delivered file: (path, bytes, modification stamp in seconds as listed).
@@ -37,15 +38,16 @@ class WriteManifestFn(beam.DoFn):
     def __init__(self, path: str, run_id: str, partitions: Iterable[str], files: int,
                  input_id: str = '', live: LiveChannel = LiveChannel()):
         self.path = path
-        self.body = {'run_id': run_id, 'input': input_id, 'files': files,
-                     'partitions': sorted(set(partitions))}
+        self.body = {'run_id': run_id, 'input': input_id, 'files': files}
+        self.partitions = PackedList(sorted(set(partitions)))   # small in the job graph
         self.live = live
 
     def process(self, rejects_files_written):
         if self.live.stop().is_set():   # a stopped wave left events unsent: not completed
             return []
         with FileSystems.create(self.path, mime_type='application/json') as f:
-            f.write(json.dumps(dict(self.body, rejects_files=rejects_files_written),
+            f.write(json.dumps(dict(self.body, partitions=list(self.partitions),
+                                    rejects_files=rejects_files_written),
                                indent=1).encode('utf-8'))
         return []
 
@@ -56,7 +58,7 @@ class WriteDeliveredFn(beam.DoFn):
     def __init__(self, path: str, entries: Sequence[Delivered],
                  live: LiveChannel = LiveChannel()):
         self.path = path
-        self.entries = list(entries)
+        self.entries = PackedList(entries)   # small in the job graph
         self.live = live
 
     def process(self, rejects_files_written):

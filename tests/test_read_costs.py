@@ -1,0 +1,123 @@
+"""What a backfill of many files costs per file: the graph's lists, the writer schemas, the
+order the files are dealt to the workers (issue: backfill-shaped input)."""
+import bz2
+import pickle
+import threading
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from transforms import read
+from transforms.packing import PackedList
+from transforms.read import ReadCurrentsEvents, read_header
+from pipeline.waves import largest_first
+from tests.helpers import LAYOUT, avro_bytes, record, write_file
+
+SEND, OPEN = 'users.messages.email.Send', 'users.messages.email.Open'
+
+
+def month_of_paths(n=20_000):
+    return [(LAYOUT.format(t=SEND, d=f'2024-05-{1 + i // 720 % 28:02d}-{i % 24:02d}', n=i), SEND)
+            for i in range(n)]
+
+
+def test_a_packed_file_list_round_trips_and_pickles_small():
+    files = month_of_paths()
+    packed = PackedList(files)
+    back = pickle.loads(pickle.dumps(packed))
+    assert list(back) == files and len(back) == 20_000 and back[7] == files[7]
+    assert isinstance(back[0], tuple)
+    plain, small = len(pickle.dumps(files)), len(pickle.dumps(packed))
+    # ~4.4 MB as a list, which Beam's bz2 (level 9) takes ~0.5 s to compress each time it
+    # pickles the graph; packed it is a few hundred KB.
+    assert plain > 4_000_000
+    assert small * 10 < plain
+    assert len(bz2.compress(pickle.dumps(packed), 9)) < 400_000
+
+
+def test_each_writer_schema_is_checked_once_per_process(tmp_path, monkeypatch):
+    checked = []
+    real = read._check_writer_schema
+    monkeypatch.setattr(read, '_check_writer_schema', lambda raw: checked.append(raw) or real(raw))
+    monkeypatch.setattr(read, '_WRITER_SCHEMAS', {})
+    paths = [write_file(tmp_path, t, [record(i)], n=i) for i in range(3) for t in (SEND, OPEN)]
+    headers = []
+    for path in paths:
+        with open(path, 'rb') as f:
+            headers.append(read_header(f))
+            assert len(list(read.records(f, headers[-1]))) == 1
+    assert len(checked) == 2                       # one per distinct schema, not per file
+    assert headers[0].writer is headers[2].writer is headers[4].writer
+    assert headers[0].writer.compiled() is headers[2].writer.compiled()
+    assert {h.fullname for h in headers} == {headers[0].fullname, headers[1].fullname}
+
+
+def test_the_schema_cache_is_bounded_in_entries_and_size(monkeypatch):
+    monkeypatch.setattr(read, '_WRITER_SCHEMAS', {})
+
+    def text(i, pad=0):
+        return (b'{"type":"record","name":"R%d","doc":"%s","fields":[{"name":"a","type":"int"}]}'
+                % (i, b'x' * pad))
+    for i in range(256):
+        read.writer_schema(text(i))
+    assert len(read._WRITER_SCHEMAS) == 256
+    read.writer_schema(text(256))                   # the 257th is checked, not kept
+    assert len(read._WRITER_SCHEMAS) == 256 and text(256) not in read._WRITER_SCHEMAS
+    monkeypatch.setattr(read, '_WRITER_SCHEMAS', {})
+    at_limit = text(0, 65_536 - len(text(0)))
+    assert len(at_limit) == 65_536
+    read.writer_schema(at_limit)
+    read.writer_schema(text(1, 65_537 - len(text(1))))
+    assert list(read._WRITER_SCHEMAS) == [at_limit]
+
+
+def test_a_refused_schema_is_refused_every_time_and_never_cached(monkeypatch):
+    monkeypatch.setattr(read, '_WRITER_SCHEMAS', {})
+    recursive = b'{"type":"record","name":"L","fields":[{"name":"next","type":"L"}]}'
+    for _ in range(2):
+        try:
+            read.writer_schema(recursive)
+        except read.RefusedFile as exc:
+            assert 'recursive' in str(exc)
+        else:
+            raise AssertionError('a recursive schema was accepted')
+    assert read._WRITER_SCHEMAS == {}
+
+
+def test_largest_first_orders_a_wave_by_bytes_keeping_ties_in_listing_order():
+    wave = [('a', SEND, 10), ('b', OPEN, 300), ('c', SEND, 10), ('d', None, 5000)]
+    assert largest_first(wave) == [('d', None), ('b', OPEN), ('a', SEND), ('c', SEND)]
+
+
+_seen = []
+_seen_lock = threading.Lock()
+
+
+class _RecordBundles(beam.DoFn):
+    """Notes which bundle (worker) met which file first, in order."""
+
+    def start_bundle(self):
+        self.bundle = object()
+
+    def process(self, event):
+        with _seen_lock:
+            if not any(source == event.source for _, source in _seen):
+                _seen.append((id(self.bundle), event.source))
+
+
+def test_files_are_dealt_to_the_workers_in_turn_in_the_order_given(tmp_path):
+    """Local workers each take every other file of the given order (largest first from the
+    launcher), so they finish together."""
+    paths = [write_file(tmp_path, SEND, [record(i * 10 + j) for j in range(i + 1)], n=i)
+             for i in range(8)]
+    order = [(p, SEND) for p in reversed(paths)]
+    _seen.clear()
+    options = PipelineOptions(direct_num_workers=2, direct_running_mode='multi_threading')
+    with beam.Pipeline(options=options) as p:
+        events, _ = p | ReadCurrentsEvents(order, frozenset({SEND}))
+        _ = events | beam.ParDo(_RecordBundles())
+    bundles = {}
+    for bundle, source in _seen:
+        bundles.setdefault(bundle, []).append(source)
+    given = [path for path, _ in order]
+    assert sorted(bundles.values()) == sorted([given[0::2], given[1::2]])
