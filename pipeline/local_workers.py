@@ -33,6 +33,7 @@ import tempfile
 _SOCKET_NAME = 'zygote.sock'
 _DEATHS_NAME = 'deaths'   # one line per worker killed by a signal: the signal number
 COLD_WORKER_MODULE = 'apache_beam.runners.worker.sdk_worker_main'   # what Beam itself runs
+POLL_SECONDS = 0.2   # the zygote's look at its workers where no pidfd tells it of an exit
 
 
 class WarmWorkers:
@@ -163,15 +164,18 @@ def _zygote(listener: socket.socket, control_fd: int, target, folder: str = None
     import gc
     gc.freeze()   # what the launcher built stays shared with the workers, outside the collector
     workers = {}   # pid -> the attach client's connection
+    exits = {}     # pid -> a descriptor readable once it exits (Linux pidfd), so the status
+    # reaches Beam at once rather than at the next poll (a run waits for every worker)
     try:
         if mask is not None:   # a SIGTERM held since the fork arrives now, inside the clean-up
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         while True:
-            waiting = [listener, control_fd] + list(workers.values())
-            ready = select.select(waiting, [], [], 0.2)[0]
+            waiting = [listener, control_fd] + list(workers.values()) + \
+                [fd for fd in exits.values() if fd is not None]
+            ready = select.select(waiting, [], [], POLL_SECONDS)[0]
             if control_fd in ready:   # the launcher closed the pipe (finished or died)
                 return
-            for conn in [c for c in ready if c is not listener and c is not control_fd]:
+            for conn in [c for c in ready if c in workers.values()]:
                 pid = next(p for p, c in workers.items() if c is conn)
                 _kill(pid)            # the client went away: Beam gave up on this worker
             if listener in ready:
@@ -192,13 +196,20 @@ def _zygote(listener: socket.socket, control_fd: int, target, folder: str = None
                         listener.close()
                         for other in list(workers.values()) + [conn]:
                             other.close()
+                        for fd in exits.values():
+                            if fd is not None:
+                                os.close(fd)
                         os.close(control_fd)
                         _run_worker(env, target)   # never returns
                     workers[pid] = conn
+                    exits[pid] = _exit_descriptor(pid)
             for pid in list(workers):
                 done, status = os.waitpid(pid, os.WNOHANG)
                 if done:
                     conn = workers.pop(pid)
+                    fd = exits.pop(pid, None)
+                    if fd is not None:
+                        os.close(fd)
                     if os.WIFSIGNALED(status) and folder:
                         with open(os.path.join(folder, _DEATHS_NAME), 'a') as f:
                             f.write(f'{os.WTERMSIG(status)}\n')
@@ -218,6 +229,14 @@ def _zygote(listener: socket.socket, control_fd: int, target, folder: str = None
         if folder:   # the launcher may be gone (killed): nothing else would remove it
             listener.close()
             _remove_folder(folder)
+
+
+def _exit_descriptor(pid: int):
+    """A pidfd for `pid` where the system has them (Linux 5.3+), else None (then polled)."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
 
 
 def _kill(pid: int) -> None:

@@ -20,6 +20,7 @@ from transforms import progress as live
 from transforms.progress import LiveChannel
 
 SIGNAL_NAMES = {signal.SIGINT: 'SIGINT', signal.SIGTERM: 'SIGTERM'}
+RECEIVE_TIMEOUT = 0.2   # how often the progress receiver looks up from its socket
 
 
 def format_duration(seconds: float) -> str:
@@ -105,7 +106,7 @@ class ProgressMonitor:
         if self.poll is None:
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             self.sock.bind(('127.0.0.1', 0))
-            self.sock.settimeout(0.2)
+            self.sock.settimeout(RECEIVE_TIMEOUT)
             self.threads.append(threading.Thread(target=self._receive, daemon=True,
                                                  name='progress-receiver'))
         if self.period > 0:
@@ -166,6 +167,12 @@ class ProgressMonitor:
 
     def close(self) -> None:
         self.closing.set()
+        if self.sock is not None:   # wake the receiver now, not at its next timeout
+            try:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as waker:
+                    waker.sendto(b'', self.sock.getsockname())
+            except OSError:
+                pass
         for thread in self.threads:
             thread.join(1.0)
         if self.sock is not None:

@@ -2,6 +2,7 @@
 import io
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from devtools.receiver import SegmentReceiver
 from pipeline.local_runner import local_runner_options, start_warm_workers
+from pipeline import local_workers
 from pipeline.local_workers import WarmWorkers
 from devtools.sample import generate
 from tests.helpers import balanced
@@ -283,3 +285,34 @@ def test_the_socket_folder_goes_away_on_sigterm_and_kill(tmp_path, victim):
     else:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 143
+
+
+def _exit_after(seconds, code):
+    def target():
+        time.sleep(seconds)   # the zygote is back waiting by then
+        return code
+    return target
+
+
+def test_a_workers_exit_reaches_its_client_at_once_not_at_the_next_poll(monkeypatch):
+    """Beam waits for every worker to exit before a run returns: the zygote is woken by the
+    exit itself (a pidfd), so even with a 60-s poll the status arrives at once."""
+    monkeypatch.setattr(local_workers, 'POLL_SECONDS', 60)
+    with WarmWorkers(target=_exit_after(0.5, 6)).start() as workers:
+        client = _attach(workers, {})
+        assert client.wait(20) == 6
+
+
+def test_an_exit_descriptor_turns_readable_when_its_process_exits():
+    child = os.fork()
+    if child == 0:
+        time.sleep(0.3)
+        os._exit(0)
+    fd = local_workers._exit_descriptor(child)
+    try:
+        assert fd is not None
+        assert select.select([fd], [], [], 0)[0] == []
+        assert select.select([fd], [], [], 20)[0] == [fd]
+    finally:
+        os.close(fd)
+        os.waitpid(child, 0)

@@ -2,6 +2,7 @@
 exit codes, no sentAt. End to end through the command line (a subprocess per run, the real
 receiver over loopback), plus fast unit tests of the pure parts."""
 import glob
+import io
 import json
 import os
 import signal
@@ -18,7 +19,8 @@ from devtools.sample import generate
 from pipeline.cli import exit_decision
 from pipeline.options import check_argv, unknown_option_error
 from pipeline.paths import UsageError
-from pipeline.progress import eta_seconds, format_duration, progress_line
+from pipeline import progress as progress_module
+from pipeline.progress import ProgressMonitor, eta_seconds, format_duration, progress_line
 from transforms import progress as live
 from transforms.model import SegmentBatch, SegmentMessage
 
@@ -339,3 +341,19 @@ def test_plan_decides_as_the_run_does(tmp_path, samples_dir):
     ranged_run = cli('--input', avro, '--rejects', tmp_path / 'r2', '--dry_run_output',
                      tmp_path / 'b2', '--start', '2030-01-01', '--end', '2030-01-02')
     assert 'read regardless: no date= hour in path: 94 files' in ranged_run.stdout
+
+
+def test_closing_the_progress_monitor_wakes_its_receiver_at_once(monkeypatch):
+    """A run's last line waits for the monitor to close: its receiver thread is woken, not
+    left to its socket timeout (60 s here)."""
+    monkeypatch.setattr(progress_module, 'RECEIVE_TIMEOUT', 60)
+    monitor = ProgressMonitor(0, 1, 0, 0, io.StringIO()).start()
+    reporter = live.Reporter(monitor.address)
+    reporter.add(live.READ, 5)
+    reporter.flush()
+    deadline = time.monotonic() + 20
+    while monitor.totals().get(live.READ) != 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert monitor.totals()[live.READ] == 5
+    monitor.close()
+    assert not any(thread.is_alive() for thread in monitor.threads)
