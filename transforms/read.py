@@ -444,9 +444,11 @@ class ReadCurrentsFileFn(beam.DoFn):
 class ReadCurrentsEvents(beam.PTransform):
     """Listed files → (CurrentsEvent PCollection, Reject PCollection).
 
-    The files are spread over the workers one by one, in the order given: Beam's local runner
-    deals a reshuffled list round-robin in arrival order, so the launcher orders them largest
-    first and the local workers finish together. The list travels in the job graph packed
+    The files are dealt in turn into SPREAD groups, in the order given, and grouped by key to
+    spread them over the workers (a plain GroupByKey: Reshuffle re-windows every element, ~30%
+    slower on 20,000 files). Beam's local runner deals the groups round-robin, so the launcher
+    orders the files largest first and the local workers finish together; on Dataflow the
+    groups are the unit of parallelism. The list travels in the job graph packed
     (transforms/packing.py), not as a Create of one pickled element per file.
     """
 
@@ -454,7 +456,7 @@ class ReadCurrentsEvents(beam.PTransform):
                  skip_files: FrozenSet[str] = frozenset(), live: LiveChannel = LiveChannel(),
                  credentials: StoreCredentials = StoreCredentials()):
         super().__init__()
-        self.files = PackedList((path, event_type) for path, event_type in files)
+        self.files = PackedList(files)
         self.event_types = event_types
         self.skip_files = skip_files
         self.live = live
@@ -463,14 +465,23 @@ class ReadCurrentsEvents(beam.PTransform):
     def expand(self, pbegin):
         result = (pbegin
                   | 'Start' >> beam.Impulse()
-                  | 'Files' >> beam.FlatMap(_listed, self.files).with_output_types(
+                  | 'Files' >> beam.FlatMap(_dealt, self.files).with_output_types(
+                      Tuple[int, Tuple[str, Optional[str]]])
+                  | 'SpreadFiles' >> beam.GroupByKey()
+                  | 'OneByOne' >> beam.FlatMap(_files_of).with_output_types(
                       Tuple[str, Optional[str]])
-                  | 'SpreadFiles' >> beam.Reshuffle()
                   | 'DecodeAvro' >> beam.ParDo(
                       ReadCurrentsFileFn(self.event_types, self.skip_files, self.live,
                                          self.credentials)).with_outputs(REJECTS, main='events'))
         return result.events, result[REJECTS]
 
 
-def _listed(_, files):
-    return iter(files)
+SPREAD = 4096   # groups the files are dealt into: far more than workers (or threads) read
+
+
+def _dealt(_, files):
+    return ((number % SPREAD, file) for number, file in enumerate(files))
+
+
+def _files_of(group):
+    return group[1]
