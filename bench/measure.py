@@ -11,6 +11,11 @@ os.wait4 and reports:
 Tree RSS: the sum of VmRSS over the command and all its descendants, sampled every
   `interval` seconds from /proc; the peak of that sum is reported. Shared pages (e.g. libraries in
   forked workers) count once per process, so it is an upper bound; it can miss short spikes.
+Tree PSS: the sum of each process's proportional set size (/proc/PID/smaps_rollup: a page shared
+  by N processes counts 1/N in each), i.e. the memory the tree really holds. Workers forked from
+  one warm process share most of its heap, which the RSS sum counts once per worker. Reading
+  smaps_rollup costs ~5 ms per process, so it is read when the RSS sum nears its peak so far (at
+  most every 0.5 s) and at least every 2 s.
 """
 import json
 import os
@@ -36,6 +41,7 @@ class Measured:
     maxrss_kb: int               # ru_maxrss: max over single processes of the tree (exact)
     tree_rss_peak_kb: int        # sampled sum over the tree
     tree_procs_max: int          # most processes seen at once in the tree
+    tree_pss_peak_kb: int = 0    # sampled sum of proportional set sizes over the tree
     stdout: str = ''
     stderr: str = ''
 
@@ -63,37 +69,65 @@ def _proc_table() -> Dict[int, tuple]:
     return table
 
 
-def tree_rss_kb(root: int, include_root: bool = True):
-    """(sum of RSS in kB, number of processes) for `root` (optionally) and its descendants."""
-    table = _proc_table()
+def tree_pids(root: int, include_root: bool = True, table=None) -> List[int]:
+    """`root` (optionally) and its descendants."""
+    table = _proc_table() if table is None else table
     if root not in table:
-        return 0, 0
+        return []
     children: Dict[int, List[int]] = {}
     for pid, (ppid, _) in table.items():
         children.setdefault(ppid, []).append(pid)
-    total, count, stack = 0, 0, [root]
+    found, stack = [], [root]
     while stack:
         pid = stack.pop()
         if pid != root or include_root:
-            total += table[pid][1]
-            count += 1
+            found.append(pid)
         stack.extend(children.get(pid, ()))
-    return total, count
+    return found
+
+
+def tree_rss_kb(root: int, include_root: bool = True):
+    """(sum of RSS in kB, number of processes) for `root` (optionally) and its descendants."""
+    table = _proc_table()
+    pids = tree_pids(root, include_root, table)
+    return sum(table[pid][1] for pid in pids), len(pids)
+
+
+def pss_kb(pid: int) -> int:
+    """The process's proportional set size in kB (0 if it is gone)."""
+    try:
+        with open(f'/proc/{pid}/smaps_rollup', 'rb') as fh:
+            for line in fh:
+                if line.startswith(b'Pss:'):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 class _Sampler(threading.Thread):
+    PSS_MIN_GAP, PSS_MAX_GAP = 0.5, 2.0
+
     def __init__(self, pid: int, interval: float):
         super().__init__(daemon=True)
         self.pid, self.interval = pid, interval
-        self.peak_kb = self.procs = 0
+        self.peak_kb = self.procs = self.pss_peak_kb = 0
         self.stop = threading.Event()
 
     def run(self):
+        last_pss = 0.0
         while not self.stop.is_set():
             try:
-                kb, n = tree_rss_kb(self.pid, include_root=False)   # root = launcher
+                table = _proc_table()
+                pids = tree_pids(self.pid, include_root=False, table=table)   # root = launcher
+                kb, n = sum(table[pid][1] for pid in pids), len(pids)
             except OSError:
-                kb, n = 0, 0
+                pids, kb, n = [], 0, 0
+            now = time.monotonic()
+            near_peak = kb >= 0.95 * self.peak_kb and now - last_pss >= self.PSS_MIN_GAP
+            if pids and (near_peak or now - last_pss >= self.PSS_MAX_GAP):
+                self.pss_peak_kb = max(self.pss_peak_kb, sum(pss_kb(pid) for pid in pids))
+                last_pss = now
             self.peak_kb = max(self.peak_kb, kb)
             self.procs = max(self.procs, n)
             self.stop.wait(self.interval)
@@ -139,8 +173,8 @@ def run_measured(cmd: List[str], env: Optional[dict] = None, cwd: Optional[str] 
                 fh.close()
         os.remove(usage_path)
     return Measured(usage['returncode'], usage['wall_s'], usage['user_s'], usage['sys_s'],
-                    usage['maxrss_kb'], sampler.peak_kb, sampler.procs, stdout_path or '',
-                    stderr_path or '')
+                    usage['maxrss_kb'], sampler.peak_kb, sampler.procs, sampler.pss_peak_kb,
+                    stdout_path or '', stderr_path or '')
 
 
 def _kill_group(pgid: int) -> None:

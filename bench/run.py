@@ -186,7 +186,7 @@ def run_once(v: Variant, corpus: str, report, rundir: str, args, label: str) -> 
         'events_per_s': report.events / m.wall_s if m.wall_s > 0 else 0.0,
         'cpu_s_per_1k': m.cpu_s / report.events * 1000 if report.events else 0.0,
         'maxrss_mib': m.maxrss_kb / MIB, 'tree_rss_peak_mib': m.tree_rss_peak_kb / MIB,
-        'tree_procs_max': m.tree_procs_max,
+        'tree_pss_peak_mib': m.tree_pss_peak_kb / MIB, 'tree_procs_max': m.tree_procs_max,
         'receiver_cpu_s': receiver_cpu,
         # CPU used during the run by processes other than the measured tree, the receiver and
         # this benchmark process (other users of a shared machine); CPUs = seconds / wall.
@@ -200,7 +200,7 @@ def run_once(v: Variant, corpus: str, report, rundir: str, args, label: str) -> 
     }
     status = 'ok' if result['ok'] else 'FAILED: ' + '; '.join(problems)
     print(f'  {label:<28} {v.name:<14} {result["events_per_s"]:>9,.0f} ev/s  wall {m.wall_s:6.1f}s  '
-          f'cpu {m.cpu_s:6.1f}s  maxrss {result["maxrss_mib"]:6.0f} MiB  tree {result["tree_rss_peak_mib"]:6.0f} MiB  '
+          f'cpu {m.cpu_s:6.1f}s  maxrss {result["maxrss_mib"]:6.0f} MiB  tree pss {result["tree_pss_peak_mib"]:5.0f} rss {result["tree_rss_peak_mib"]:5.0f} MiB  '
           f'receiver cpu {receiver_cpu:5.1f}s  other load {result["foreign_cpus"]:.2f} CPUs  calib {speed_ms:.0f} ms  {status}',
           flush=True)
     return result
@@ -217,6 +217,8 @@ def aggregate(runs: List[dict]) -> dict:
         'maxrss_mib': max(r['maxrss_mib'] for r in runs),
         'maxrss_mib_median': med('maxrss_mib'),
         'tree_rss_peak_mib': max(r['tree_rss_peak_mib'] for r in runs),
+        'tree_pss_peak_mib': max(r.get('tree_pss_peak_mib', 0) for r in runs),
+        'tree_pss_median': med('tree_pss_peak_mib'),
         'tree_procs_max': max(r['tree_procs_max'] for r in runs),
         'receiver_cpu_s': med('receiver_cpu_s'), 'requests': runs[0]['requests'],
         'foreign_cpus': med('foreign_cpus'), 'foreign_cpus_max': max(r['foreign_cpus'] for r in runs),
@@ -321,7 +323,8 @@ def _targets(section: dict) -> Optional[dict]:
             'vs_official': p['events_per_s'] / o['events_per_s'],
             'cpu_vs_reference': p['cpu_s_per_1k'] / r['cpu_s_per_1k'],
             'cpu_vs_official': p['cpu_s_per_1k'] / o['cpu_s_per_1k'],
-            'rss': p['maxrss_mib'], 'tree_rss': p['tree_rss_peak_mib']}
+            'rss': p['maxrss_mib'], 'tree_rss': p['tree_rss_peak_mib'],
+            'tree_pss': p['tree_pss_peak_mib']}
 
 
 def _met(ok: bool) -> str:
@@ -341,9 +344,9 @@ def memory_scaling(sections: List[dict]) -> List[dict]:
             continue
         rows.append({'days': days, 'events_1': e1, 'events_2': e2, 'factor': e2 / e1,
                      'rss_1': a1['maxrss_mib_median'], 'rss_2': a2['maxrss_mib_median'],
-                     'tree_1': a1['tree_rss_peak_mib'], 'tree_2': a2['tree_rss_peak_mib'],
+                     'tree_1': a1['tree_pss_median'], 'tree_2': a2['tree_pss_median'],
                      'growth': a2['maxrss_mib_median'] / a1['maxrss_mib_median'],
-                     'growth_tree': a2['tree_rss_peak_mib'] / a1['tree_rss_peak_mib'],
+                     'growth_tree': a2['tree_pss_median'] / max(a1['tree_pss_median'], 1e-9),
                      'ok': a1['ok'] and a2['ok']})
     return rows
 
@@ -378,7 +381,7 @@ def write_results(path: Path, ctx: dict) -> None:
             '',
             '| corpus | pipeline events/s | reference | official | pipeline / reference (target) | '
             'pipeline / official (target >= 2.5) | CPU per event, pipeline / reference (target <= 1.25) | '
-            'pipeline peak RSS MiB: largest process / tree (target <= 1024) | other load, CPUs |',
+            'pipeline peak memory MiB: largest process RSS / tree PSS (target <= 1024) [tree RSS sum] | other load, CPUs |',
             '|---|---|---|---|---|---|---|---|---|',
         ]
         for s, t in rows:
@@ -392,7 +395,8 @@ def write_results(path: Path, ctx: dict) -> None:
                 f'{_met(t["vs_reference"] >= t["vs_reference_target"])}) | '
                 f'{t["vs_official"]:.2f} ({_met(t["vs_official"] >= TARGET_VS_OFFICIAL)}) | '
                 f'{t["cpu_vs_reference"]:.2f} ({_met(t["cpu_vs_reference"] <= TARGET_CPU_VS_REFERENCE)}) | '
-                f'{t["rss"]:.0f} / {t["tree_rss"]:.0f} ({_met(max(t["rss"], t["tree_rss"]) <= TARGET_RSS_MIB)}) | '
+                f'{t["rss"]:.0f} / {t["tree_pss"]:.0f} ({_met(max(t["rss"], t["tree_pss"]) <= TARGET_RSS_MIB)}) '
+                f'[{t["tree_rss"]:.0f}] | '
                 f'{statistics.median(r["foreign_cpus"] for r in s["runs"]):.2f} |')
         lines.append('')
     scaling = memory_scaling(ctx['sections'])
@@ -400,7 +404,7 @@ def write_results(path: Path, ctx: dict) -> None:
         lines += [
             '## Memory scaling (the pipeline, smallest vs largest corpus of the same days)',
             '',
-            '| days | events | peak RSS MiB, largest process (ru_maxrss, median) | tree RSS peak MiB | growth, largest process / tree (target <= 1.3) |',
+            '| days | events | peak RSS MiB, largest process (ru_maxrss, median) | tree PSS peak MiB (median) | growth, largest process / tree (target <= 1.3) |',
             '|---|---|---|---|---|',
         ]
         for g in scaling:
@@ -438,8 +442,8 @@ def write_results(path: Path, ctx: dict) -> None:
             '',
             f'Median of {n} run{"s" if n != 1 else ""} each, runs interleaved:',
             '',
-            '| variant | what | status | events/s (min–max) | wall s | CPU s | CPU s / 1k events | peak RSS MiB (ru_maxrss) | tree RSS peak MiB (sampled sum) | receiver CPU s | other load, CPUs (median / max) |',
-            '|---|---|---|---|---|---|---|---|---|---|---|',
+            '| variant | what | status | events/s (min–max) | wall s | CPU s | CPU s / 1k events | peak RSS MiB (ru_maxrss) | tree PSS peak MiB | tree RSS peak MiB (sampled sum) | receiver CPU s | other load, CPUs (median / max) |',
+            '|---|---|---|---|---|---|---|---|---|---|---|---|',
         ]
         for v in ctx['variants']:
             a = s['aggregates'].get(v.name)
@@ -449,7 +453,7 @@ def write_results(path: Path, ctx: dict) -> None:
                 f'| {v.name} | {v.note} | {"OK" if a["ok"] else "**FAILED**"} | '
                 f'{_f(a["events_per_s"])} ({_f(a["events_per_s_min"])}–{_f(a["events_per_s_max"])}) | '
                 f'{a["wall_s"]:.1f} | {a["cpu_s"]:.1f} | {a["cpu_s_per_1k"]:.4f} | {a["maxrss_mib"]:.0f} | '
-                f'{a["tree_rss_peak_mib"]:.0f} ({a["tree_procs_max"]} proc) | {a["receiver_cpu_s"]:.1f} | '
+                f'{a["tree_pss_peak_mib"]:.0f} | {a["tree_rss_peak_mib"]:.0f} ({a["tree_procs_max"]} proc) | {a["receiver_cpu_s"]:.1f} | '
                 f'{a["foreign_cpus"]:.2f} / {a["foreign_cpus_max"]:.2f} |')
         t = _targets(s)
         if t and not smoke:
@@ -461,14 +465,14 @@ def write_results(path: Path, ctx: dict) -> None:
     lines += [
         '## Every run',
         '',
-        '| # | corpus | variant | status | events/s | wall s | CPU s (user+sys) | ru_maxrss MiB | tree RSS MiB (procs) | requests | receiver CPU s | other load, CPUs | calibration ms | code |',
-        '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+        '| # | corpus | variant | status | events/s | wall s | CPU s (user+sys) | ru_maxrss MiB | tree PSS MiB | tree RSS MiB (procs) | requests | receiver CPU s | other load, CPUs | calibration ms | code |',
+        '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
     ]
     for i, r in enumerate(runs_all, 1):
         status = 'OK' if r['ok'] else '**FAILED**: ' + '; '.join(r['problems']).replace('|', '/')
         lines.append(f'| {i} | {r["corpus"]} | {r["variant"]} ({r["label"]}) | {status} | {_f(r["events_per_s"])} | '
                      f'{r["wall_s"]:.1f} | {r["cpu_s"]:.1f} ({r["user_s"]:.1f}+{r["sys_s"]:.1f}) | '
-                     f'{r["maxrss_mib"]:.0f} | {r["tree_rss_peak_mib"]:.0f} ({r["tree_procs_max"]}) | {r["requests"]} | '
+                     f'{r["maxrss_mib"]:.0f} | {r.get("tree_pss_peak_mib", 0):.0f} | {r["tree_rss_peak_mib"]:.0f} ({r["tree_procs_max"]}) | {r["requests"]} | '
                      f'{r["receiver_cpu_s"]:.1f} | {r["foreign_cpus"]:.2f} | {r["calibration_ms"]:.0f} | '
                      f'`{r["code"]}` |')
     lines += [
@@ -705,10 +709,10 @@ def print_summary(ctx) -> None:
     for s in ctx['sections']:
         c = s['corpus']
         print(f'\n{c["events"]:,} events over {c["days"]} day(s), {c["files"]} files')
-        print('variant         status    events/s   CPU s/1k ev   peak RSS MiB   tree RSS MiB   other load')
+        print('variant         status    events/s   CPU s/1k ev   peak RSS MiB   tree PSS MiB   other load')
         for name, a in s['aggregates'].items():
             print(f'{name:<15} {"OK" if a["ok"] else "FAILED":<8} {a["events_per_s"]:>9,.0f}   '
-                  f'{a["cpu_s_per_1k"]:>10.4f}   {a["maxrss_mib"]:>12.0f}   {a["tree_rss_peak_mib"]:>12.0f}'
+                  f'{a["cpu_s_per_1k"]:>10.4f}   {a["maxrss_mib"]:>12.0f}   {a["tree_pss_peak_mib"]:>12.0f}'
                   f'   {a["foreign_cpus"]:>8.2f}')
         t = _targets(s)
         if t and not ctx['smoke']:

@@ -74,7 +74,7 @@ class CurrentsToSegmentOptions(PipelineOptions):
                'on Dataflow)')
         a('--wave_mb', type=float, default=None,
           help='Local default: waves of whole date= hours holding at least this many MiB of '
-               'input (or 15,000 files) each (default 512, about a million events; 0 = one wave)')
+               'input (or 25,000 files) each (default 512, about a million events; 0 = one wave)')
         a('--wait', action='store_true', default=False,
           help='On Dataflow, wait for the job(s) and print the summary (default: submit, return)')
         a('--use_env_proxy', action='store_true', default=False,

@@ -65,8 +65,8 @@ def test_uneven_hours_a_wave_holds_at_least_the_target():
 
 def test_input_smaller_than_the_default_target_is_one_wave():
     default = wave_size(None, None, dataflow=False, wait=False)
-    assert default == WaveSize(bytes=512 * MIB, files=15_000)
-    assert DEFAULT_WAVE_MB == 512 and MAX_WAVE_FILES == 15_000
+    assert default == WaveSize(bytes=512 * MIB, files=25_000)
+    assert DEFAULT_WAVE_MB == 512 and MAX_WAVE_FILES == 25_000
     # 30 days, 2 x 720 files: 536,652,000 bytes, under 512 MiB (536,870,912).
     files = listing(30, sizes={SEND: 363_350, OPEN: 382_000})
     assert sum(s for _, _, s in files) == 536_652_000
@@ -85,15 +85,17 @@ def test_input_smaller_than_the_default_target_is_one_wave():
 
 
 def test_a_wave_of_many_small_files_closes_at_the_file_cap():
-    """A month of a small workspace: 34 types x 720 hours of 1 KB files, far below 512 MiB."""
+    """Two months of a small workspace: 34 types x 1,440 hours of 1 KB files, far below 512 MiB."""
     types = [e.currents_type for e in EVENTS]
-    files = listing(30, sizes={t: 1024 for t in types}, types=types)
-    assert len(files) == 24_480
+    files = listing(60, sizes={t: 1024 for t in types}, types=types)
+    assert len(files) == 48_960
     waves = make_waves(files, wave_size(None, None, dataflow=False, wait=False))
-    # 441 hours hold 14,994 files, one more hour 15,028: the wave closes there.
-    assert [len(w) for w in waves] == [15_028, 9_452]
-    assert [len(hours_of(w)) for w in waves] == [442, 278]
+    # 735 hours hold 24,990 files, one more hour 25,024: the wave closes there.
+    assert [len(w) for w in waves] == [25_024, 23_936]
+    assert [len(hours_of(w)) for w in waves] == [736, 704]
     assert make_waves(files, WaveSize(bytes=512 * MIB)) == [files]       # no cap: one wave
+    month = listing(30, sizes={t: 1024 for t in types}, types=types)     # 24,480 files
+    assert make_waves(month, wave_size(None, None, dataflow=False, wait=False)) == [month]
 
 
 def test_explicit_wave_hours_cut_by_time_whatever_the_volume():
@@ -122,7 +124,7 @@ def test_wave_options_defaults_and_refusals():
     assert wave_size(None, None, dataflow=True, wait=True) == WaveSize()
     assert wave_size(168, None, dataflow=True, wait=True) == WaveSize(hours=168)
     assert wave_size(None, 1.5, dataflow=False, wait=False) == WaveSize(bytes=1_572_864,
-                                                                        files=15_000)
+                                                                        files=25_000)
     assert wave_size(None, 0, dataflow=False, wait=False) == WaveSize()
     with pytest.raises(UsageError, match='give one'):
         wave_size(24, 512, dataflow=False, wait=False)
@@ -168,7 +170,7 @@ def test_plan_shows_the_waves_a_run_would_make(tmp_path):
     assert run(argv, out=out) == 0
     text = out.getvalue()
     assert '48 partitions' in text
-    assert '1 wave(s) (whole date= hours until a wave holds >= 512 MiB or 15,000 files)' in text
+    assert '1 wave(s) (whole date= hours until a wave holds >= 512 MiB or 25,000 files)' in text
     assert '  wave 1: 2024-05-01-00 .. 2024-05-02-23, 48 files' in text
     out = io.StringIO()
     assert run(argv + ['--wave_hours', '24'], out=out) == 0
