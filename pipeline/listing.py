@@ -1,8 +1,9 @@
 """Listing --input once in the launcher: which files a run reads, decided from their paths alone."""
 import os
 from collections import Counter
-from typing import Callable, Dict, FrozenSet, List, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, FrozenSet, Iterator, List, NamedTuple, Optional, Tuple
 
+from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.paths import FileSelector, UsageError, is_glob, partition_of
@@ -73,7 +74,9 @@ def list_currents_files(pattern: str, selector: FileSelector,
     worker starts; no file is opened here.
     """
     try:
-        found = FileSystems.match([pattern])[0].metadata_list
+        folder = _local_folder(pattern)
+        found = (list(walk_local_folder(folder)) if folder is not None
+                 else FileSystems.match([pattern])[0].metadata_list)
     except Exception as exc:  # BeamIOError carries per-pattern details
         raise UsageError(f'cannot list --input {pattern}: {type(exc).__name__}: '
                          f'{str(exc).splitlines()[0][:200]}') from None
@@ -94,6 +97,41 @@ def list_currents_files(pattern: str, selector: FileSelector,
             files.append((path, decision.event_type, metadata.size_in_bytes))
             stamps[path] = (metadata.size_in_bytes, metadata.last_updated_in_seconds)
     return Listing(files, dict(skipped), stamps)
+
+
+def _local_folder(pattern: str) -> Optional[str]:
+    """The folder of a local `folder/**` pattern (what input_pattern makes of a folder)."""
+    if '://' in pattern or not pattern.endswith('/**') or is_glob(pattern[:-3]):
+        return None
+    return pattern[:-3] if os.path.isdir(pattern[:-3]) else None
+
+
+def walk_local_folder(folder: str) -> Iterator[FileMetadata]:
+    """Every file under a local folder, as Beam's local filesystem lists `folder/**` (os.walk:
+    symlinked folders are not entered, files that vanish or cannot be stat'ed are left out),
+    with one stat per file instead of three: an export puts each file in folders of its own
+    (~62,000 folders for a month's ~21,000 files), where Beam's listing took ~1.1 s."""
+    stack = [folder]
+    while stack:
+        try:
+            entries = os.scandir(stack.pop())
+        except OSError:
+            continue   # as os.walk: an unreadable folder is skipped
+        with entries:
+            for entry in entries:
+                try:
+                    is_dir = entry.is_dir()
+                except OSError:
+                    is_dir = False
+                if is_dir:
+                    if not entry.is_symlink():
+                        stack.append(entry.path)
+                    continue
+                try:
+                    stat = entry.stat()
+                except OSError:
+                    continue
+                yield FileMetadata(entry.path, stat.st_size, stat.st_mtime)
 
 
 def partition_key(path: str) -> str:

@@ -7,6 +7,11 @@ import threading
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline import listing
+from pipeline.listing import input_pattern, list_currents_files, walk_local_folder
+from pipeline.paths import FileSelector
 from transforms import read
 from transforms.packing import PackedList
 from transforms.read import ReadCurrentsEvents, read_header
@@ -121,3 +126,39 @@ def test_files_are_dealt_to_the_workers_in_turn_in_the_order_given(tmp_path):
         bundles.setdefault(bundle, []).append(source)
     given = [path for path, _ in order]
     assert sorted(bundles.values()) == sorted([given[0::2], given[1::2]])
+
+
+def _as_beam_lists(folder):
+    found = FileSystems.match([folder + '/**'])[0].metadata_list
+    return sorted((m.path, m.size_in_bytes, m.last_updated_in_seconds) for m in found)
+
+
+def test_a_local_folder_is_listed_as_beams_local_filesystem_lists_it(tmp_path):
+    """Same files, sizes and stamps as FileSystems.match on `folder/**`: nested folders, a
+    symlinked file (listed), a symlinked folder (not entered), a dangling link (left out)."""
+    root = tmp_path / 'export'
+    for i in range(3):
+        write_file(root, SEND, [record(i)] * (i + 1), n=i, date=f'2024-05-0{i + 1}-00')
+    (root / 'top.avro').write_bytes(b'x' * 7)
+    elsewhere = tmp_path / 'elsewhere'
+    elsewhere.mkdir()
+    (elsewhere / 'hidden.avro').write_bytes(b'y' * 3)
+    (root / 'linked-folder').symlink_to(elsewhere, target_is_directory=True)
+    (root / 'linked-file.avro').symlink_to(root / 'top.avro')
+    (root / 'dangling.avro').symlink_to(tmp_path / 'gone')
+    ours = sorted((m.path, m.size_in_bytes, m.last_updated_in_seconds)
+                  for m in walk_local_folder(str(root)))
+    assert ours == _as_beam_lists(str(root))
+    assert len(ours) == 5 and not any('hidden' in path for path, _, _ in ours)
+
+
+def test_listing_a_local_folder_uses_the_walk_and_other_patterns_beams_match(tmp_path):
+    write_file(tmp_path, SEND, [record(1)])
+    selector = FileSelector(frozenset({SEND}))
+    folder = list_currents_files(input_pattern(str(tmp_path)), selector)
+    glob = list_currents_files(str(tmp_path) + '/currents/*/*/*/*/*/*.avro', selector)
+    assert folder.files == glob.files and len(folder.files) == 1
+    assert listing._local_folder(str(tmp_path) + '/**') == str(tmp_path)
+    assert listing._local_folder(str(tmp_path) + '/*/**') is None
+    assert listing._local_folder('gs://bucket/prefix/**') is None
+    assert listing._local_folder(str(tmp_path / 'missing') + '/**') is None
