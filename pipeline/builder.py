@@ -109,7 +109,8 @@ def build_pipeline(settings: RunSettings, files: List[Tuple[str, Optional[str]]]
             manifest_path, settings.run_id, partitions, len(files),
             input_identity(settings.input), live))
     if stamps is not None:
-        delivered = [(path, *stamps[path]) for path, _ in files if path in stamps]
+        # In path order, whatever order the files are dealt in (largest first).
+        delivered = sorted((path, *stamps[path]) for path, _ in files if path in stamps)
         _ = rejects_written | 'RecordDelivered' >> beam.ParDo(WriteDeliveredFn(
             segment_path(settings.rejects, settings.run_id, wave), delivered, live))
     return p
