@@ -33,5 +33,5 @@ setuptools.setup(
                  'moto[server]>=5.2,<6'],
         'bench': ['segment-analytics-python==2.4.0'],
     },
-    entry_points={'console_scripts': ['currents-to-segment=pipeline.main:main']},
+    entry_points={'console_scripts': ['currents-to-segment=pipeline.__main__:main']},
 )

@@ -1,3 +1,13 @@
-from pipeline.main import main
+"""`python -m pipeline` and the `currents-to-segment` command."""
+import sys
 
-main()
+
+def main() -> None:
+    from pipeline.startup import skip_unneeded_imports
+    skip_unneeded_imports(sys.argv[1:])
+    from pipeline.main import main as run_command
+    run_command()
+
+
+if __name__ == '__main__':
+    main()

@@ -79,3 +79,13 @@ def balanced(summary):
         return False
     return all(r['read'] == r['dropped_no_external_user_id'] + r['sent'] + r['rejected']
                for r in summary['by_event'].values())
+
+
+def command(*argv, timeout=180):
+    """The real command, `python -m pipeline ARGV`, in a fresh interpreter with this
+    environment: what a user's shell runs, start-up included (pipeline/startup.py)."""
+    import subprocess
+    import sys
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run([sys.executable, '-m', 'pipeline', *argv], cwd=root,
+                          capture_output=True, text=True, timeout=timeout)

@@ -16,7 +16,7 @@ from devtools.sample import generate
 from pipeline.main import run
 from pipeline.paths import hour_from_path
 from tests.azurite import ACCOUNT, DEV_KEY, Azurite
-from tests.helpers import balanced
+from tests.helpers import balanced, command
 
 pytestmark = pytest.mark.slow
 
@@ -130,6 +130,15 @@ def test_rejects_written_to_azure_are_replayed(azure_env):
     assert code == 0, table
     assert {m['messageId'] for m in messages} == {r['message']['messageId'] for r in rejects}
     assert replayed['sent'] == len(rejects) and balanced(replayed)
+
+
+def test_the_command_plans_from_azure_with_only_its_store_imported(azure_env, corpus):
+    """`python -m pipeline` skips the clients of stores it is not given (pipeline/startup.py):
+    the Azure one must still be there."""
+    proc = command('--input', f'azfs://{ACCOUNT}/{CONTAINER}/export',
+                   '--rejects', f'azfs://{ACCOUNT}/{OUT}/cli/rejects', '--plan')
+    assert proc.returncode == 0, proc.stderr
+    assert f'{len(corpus[1].files)} files' in proc.stdout, proc.stdout
 
 
 @pytest.mark.parametrize('case', ['missing_container', 'wrong_key', 'other_account',

@@ -25,6 +25,7 @@ import pytest
 
 from pipeline.main import run
 from tests.gcs_emulator import GcsEmulator
+from tests.helpers import command
 from transforms.events import BY_CURRENTS_TYPE, EVENTS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -296,6 +297,17 @@ def test_input_bucket_root_on_gcs(gcs, bucket, tmp_path):
     code, summary, table = run_pipeline(bucket, tmp_path, input_path=f'gs://{bucket}')
     assert code == 0, table
     assert sorted(summary['by_event']) == ['Canvas Entered', 'Email Opened', 'SMS Sent']
+
+
+def test_the_command_plans_from_gcs_with_only_its_store_imported(gcs, bucket):
+    """`python -m pipeline` skips the clients of stores it is not given (pipeline/startup.py):
+    the GCS one must still be there."""
+    files = sample_files()
+    gcs.upload_files({object_name('currents', t): p for t, p in files.items()}, bucket=bucket)
+    proc = command('--input', f'gs://{bucket}/currents', '--rejects', f'gs://{bucket}/rejects',
+                   '--plan', '--no_auth')
+    assert proc.returncode == 0, proc.stderr
+    assert '34 files' in proc.stdout, proc.stdout
 
 
 def test_no_auth_cli_is_quick_and_quiet_without_credentials(gcs, bucket, tmp_path):

@@ -16,7 +16,7 @@ from devtools.receiver import SegmentReceiver
 from devtools.sample import generate
 from pipeline.main import run
 from pipeline.paths import hour_from_path
-from tests.helpers import balanced
+from tests.helpers import balanced, command
 from tests.s3_emulator import REGION, MotoServer
 
 pytestmark = pytest.mark.slow
@@ -284,6 +284,15 @@ def test_plan_lists_s3_keys_in_both_layouts(aws_env, corpus):
                 '--plan', '--s3_endpoint_url', aws_env.url], out=out)
     assert code == 0, out.getvalue()
     assert str(len(corpus[1].files)) in out.getvalue()
+
+
+def test_the_command_plans_from_s3_with_only_its_store_imported(aws_env, corpus):
+    """`python -m pipeline` skips the clients of stores it is not given (pipeline/startup.py):
+    the S3 one must still be there."""
+    proc = command('--input', f's3://{BUCKET}/currents', '--rejects', f's3://{OUT}/cli/rejects',
+                   '--plan', '--s3_endpoint_url', aws_env.url)
+    assert proc.returncode == 0, proc.stderr
+    assert f'{len(corpus[1].files)} files' in proc.stdout, proc.stdout
 
 
 def test_dataflow_dry_run_from_s3_has_no_credential_in_the_job(aws_env, secret_only, tmp_path,

@@ -1,0 +1,89 @@
+"""The command imports only the object-store clients its arguments name (pipeline/startup.py).
+
+The pure decision is checked directly; what it does to a real interpreter is checked in fresh
+subprocesses (an import cannot be undone in this one). The real command over each store is in
+test_gcs.py, test_s3.py and test_azure.py (`--plan` through `python -m pipeline`).
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.startup import GCP_CONNECTORS, STORE_MODULES, unneeded_modules
+
+ROOT = Path(__file__).resolve().parents[1]
+GCS, S3, AZURE = (module for _, module in STORE_MODULES)
+
+
+@pytest.mark.parametrize('argv, skipped', [
+    (['--input', '/data/currents', '--rejects', '/tmp/r'], [GCS, S3, AZURE, GCP_CONNECTORS]),
+    (['--input', 'gs://b/currents'], [S3, AZURE]),
+    (['--input', '/data', '--rejects', 'GS://b/rejects'], [S3, AZURE]),   # scheme in any case
+    (['--input', 's3://b/currents', '--rejects', '/tmp/r'], [GCS, AZURE, GCP_CONNECTORS]),
+    (['--input', 'azfs://acct/c/export'], [GCS, S3, GCP_CONNECTORS]),
+    (['--input=s3://b/x', '--summary_output=azfs://a/c/s.json'], [GCS, GCP_CONNECTORS]),
+    (['replay', '--rejects', 'gs://b/rejects'], [S3, AZURE]),
+    (['--input', '/data', '--runner', 'DataflowRunner'], []),
+    (['--input', '/data', '--runner=dataflow'], []),
+    ([], [GCS, S3, AZURE, GCP_CONNECTORS]),
+])
+def test_a_store_is_skipped_only_when_no_argument_names_it(argv, skipped):
+    assert unneeded_modules(argv) == skipped
+
+
+PROBE = r'''
+import json, sys
+from pipeline.startup import skip_unneeded_imports
+skipped = skip_unneeded_imports(sys.argv[1:])
+import pipeline.main
+from apache_beam.io.filesystems import FileSystems
+def usable(path):
+    try:
+        FileSystems.get_filesystem(path)
+        return True
+    except ValueError:
+        return False
+print(json.dumps({
+    'skipped': skipped,
+    'usable': {s: usable(p) for s, p in (('local', '/tmp/x'), ('gs', 'gs://b/x'),
+                                          ('s3', 's3://b/x'), ('azfs', 'azfs://a/c/x'))},
+    'imported': sorted(m for m in ('boto3', 'azure.storage.blob', 'google.cloud.storage',
+                                   'apache_beam.io.gcp.bigquery') if sys.modules.get(m) is not None),
+}))
+'''
+
+
+def probe(*argv):
+    proc = subprocess.run([sys.executable, '-c', PROBE, *argv], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_a_local_run_imports_no_store_client_and_still_reads_local_files():
+    seen = probe('--input', '/data/currents', '--rejects', '/tmp/rejects')
+    assert seen['usable'] == {'local': True, 'gs': False, 's3': False, 'azfs': False}
+    assert seen['imported'] == []
+
+
+def test_a_named_store_is_usable_and_only_it_is_imported():
+    seen = probe('--input', 's3://b/currents', '--rejects', 's3://b/rejects')
+    assert seen['usable'] == {'local': True, 'gs': False, 's3': True, 'azfs': False}
+    assert seen['imported'] == ['boto3']
+
+
+def test_a_dataflow_run_keeps_every_store():
+    seen = probe('--input', '/data', '--runner', 'DataflowRunner')
+    assert seen['skipped'] == []
+    assert all(seen['usable'].values())
+    assert seen['imported'] == ['apache_beam.io.gcp.bigquery', 'azure.storage.blob', 'boto3',
+                                'google.cloud.storage']
+
+
+def test_nothing_changes_once_beam_is_imported():
+    import apache_beam  # noqa: F401  (this test process has it already)
+    from pipeline.startup import skip_unneeded_imports
+    assert skip_unneeded_imports(['--input', '/data']) == []
+    assert sys.modules.get(GCS, 'absent') is not None
