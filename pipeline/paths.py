@@ -25,10 +25,10 @@ def hour_from_path(path: str) -> Optional[datetime.datetime]:
     match = _DATE.search(path)
     if not match:
         return None
-    try:
-        return datetime.datetime.strptime(f'{match.group(1)}-{match.group(2) or "00"}',
-                                          '%Y-%m-%d-%H')
-    except ValueError:
+    date, hour = match.groups()
+    try:   # the constructor, not strptime: 5x faster, and a month's listing asks ~21,000 times
+        return datetime.datetime(int(date[:4]), int(date[5:7]), int(date[8:]), int(hour or 0))
+    except ValueError:   # e.g. date=2024-02-30 or hour 24
         return None
 
 

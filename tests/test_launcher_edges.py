@@ -58,6 +58,16 @@ def test_an_impossible_date_is_no_hour():
     assert FileSelector(TYPES, start=H(2030, 1, 1)).in_range(path) is True
 
 
+@pytest.mark.parametrize('folder, hour', [
+    ('date=2025-04-01-23', H(2025, 4, 1, 23)), ('date=2025-04-01-24', None),
+    ('date=2024-02-29-00', H(2024, 2, 29, 0)), ('date=2025-02-29-00', None),
+    ('date=2025-12-31', H(2025, 12, 31, 0)), ('date=2025-00-10-01', None),
+    ('date=2025-04-00-01', None), ('date=0000-04-01-01', None),
+])
+def test_a_date_hour_is_read_only_when_it_is_a_real_hour(folder, hour):
+    assert hour_from_path(f'in/event_type=users.canvas.Entry/{folder}/part.avro') == hour
+
+
 def test_only_whole_path_segments_count():
     assert event_type_from_path('in/myevent_type=users.canvas.Entry/x.avro') is None
     assert event_type_from_path('event_type=users.canvas.Entry/x.avro') == 'users.canvas.Entry'
