@@ -20,7 +20,7 @@ def _events_per_byte(path: str) -> Tuple[Optional[str], float]:
             header = read_header(f)
             records = sum(count for count, _ in block_headers(f, header))
             size = f.tell() or 1
-        return event_type_from_schema_name(header.fullname), records / size
+        return event_type_from_schema_name(header.writer.fullname), records / size
     except Exception:
         return None, 0.0
 
@@ -30,7 +30,7 @@ def _type_from_header(path: str, event_types: FrozenSet[str]) -> Tuple[bool, Opt
     try:
         with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
             header = read_header(f)
-        return True, event_type_from_schema_name(header.fullname, event_types)
+        return True, event_type_from_schema_name(header.writer.fullname, event_types)
     except Exception:
         return False, None
 

@@ -62,12 +62,9 @@ class RefusedFile(UnreadableFile):
 
 
 class Header(NamedTuple):
-    schema: dict
-    fullname: str
+    writer: 'WriterSchema'   # the checked schema: parsed JSON, full name, smallest record
     codec: str
     sync: bytes
-    min_record_bytes: int
-    writer: Optional['WriterSchema'] = None
 
 
 def _read_exact(handle, n: int, what: str) -> bytes:
@@ -203,8 +200,7 @@ def read_header(handle) -> Header:
                           f'(only {", ".join(CODECS)} are read)')
     if 'avro.schema' not in meta:
         raise NotAvro('Avro header has no writer schema')
-    writer = writer_schema(meta['avro.schema'])
-    return Header(writer.schema, writer.fullname, codec, sync, writer.min_record_bytes, writer)
+    return Header(writer_schema(meta['avro.schema']), codec, sync)
 
 
 class WriterSchema:
@@ -272,7 +268,7 @@ def _check_block(number: int, count: int, size: int, header: Header) -> None:
     if size > MAX_BLOCK_BYTES:
         raise RefusedFile(f'block {number} declares {size:,} bytes, over the '
                           f'{MAX_BLOCK_BYTES:,}-byte limit')
-    if count * header.min_record_bytes > MAX_BLOCK_BYTES:
+    if count * header.writer.min_record_bytes > MAX_BLOCK_BYTES:
         raise RefusedFile(f'block {number} declares {count:,} records, more than '
                           f'{MAX_BLOCK_BYTES:,} bytes can hold')
 
@@ -332,7 +328,7 @@ def block_headers(handle, header: Header) -> Iterator[Tuple[int, int]]:
     """(record count, block bytes) per block, reading only the block headers and sync markers:
     the data is skipped with seek, never read or decompressed (--plan)."""
     for number, count, size in _blocks(handle, header):
-        if header.codec == 'null' and count * header.min_record_bytes > size:
+        if header.codec == 'null' and count * header.writer.min_record_bytes > size:
             raise CorruptBlock(f'block {number} declares {count:,} records in {size:,} bytes')
         handle.seek(size, io.SEEK_CUR)
         yield count, size
@@ -340,12 +336,12 @@ def block_headers(handle, header: Header) -> Iterator[Tuple[int, int]]:
 
 def records(handle, header: Header) -> Iterator[dict]:
     """Every record, block by block, each block checked before its first record is produced."""
-    parsed = (header.writer.compiled() if header.writer is not None
-              else fastavro.parse_schema(header.schema))
+    parsed = header.writer.compiled()
+    min_record_bytes = header.writer.min_record_bytes
     for number, count, size in _blocks(handle, header):
         data = _decompress(number, header.codec,
                            _read_exact(handle, size, f'block {number} data'))
-        if count * header.min_record_bytes > len(data):
+        if count * min_record_bytes > len(data):
             raise CorruptBlock(f'block {number} declares {count:,} records in {len(data):,} '
                                f'bytes')
         stream = io.BytesIO(data)
@@ -426,7 +422,7 @@ class ReadCurrentsFileFn(beam.DoFn):
 
     def _type_from_header(self, header: Header) -> Optional[str]:
         """No event_type= in the path: the writer schema's full name says which type it is."""
-        event_type = event_type_from_schema_name(header.fullname, self.event_types)
+        event_type = event_type_from_schema_name(header.writer.fullname, self.event_types)
         if event_type is None or event_type not in self.event_types:
             counts.counter(counts.FILES_SKIPPED, 'skip_type').inc()
             return None
