@@ -313,6 +313,16 @@ def _corpus_text(c: dict) -> str:
             f'(skipped)')
 
 
+def ratio_ceiling(reference_wall_s: float, reference_cpu_s: float, receiver_cpu_s: float,
+                  cores: int) -> float:
+    """The highest pipeline / reference ratio this machine allows: the pipeline doing exactly
+    the reference's CPU work, with no start-up, contention or coordination, spread perfectly
+    over every core, which it shares with the receiver (its CPU as measured in the pipeline's
+    runs). The reference has a core of its own and the receiver the other."""
+    floor_s = (reference_cpu_s + receiver_cpu_s) / max(1, cores)
+    return reference_wall_s / floor_s if floor_s > 0 else float('inf')
+
+
 def _targets(section: dict) -> Optional[dict]:
     a = section['aggregates']
     if not all(k in a for k in ('pipeline', 'reference', 'official')):
@@ -320,6 +330,8 @@ def _targets(section: dict) -> Optional[dict]:
     p, r, o = a['pipeline'], a['reference'], a['official']
     return {'vs_reference': p['events_per_s'] / r['events_per_s'],
             'vs_reference_target': target_vs_reference(section['corpus']['events']),
+            'vs_reference_ceiling': ratio_ceiling(r['wall_s'], r['cpu_s'], p['receiver_cpu_s'],
+                                                  os.cpu_count() or 1),
             'vs_official': p['events_per_s'] / o['events_per_s'],
             'cpu_vs_reference': p['cpu_s_per_1k'] / r['cpu_s_per_1k'],
             'cpu_vs_official': p['cpu_s_per_1k'] / o['cpu_s_per_1k'],
@@ -380,9 +392,10 @@ def write_results(path: Path, ctx: dict) -> None:
             '## Targets per corpus (reported, not asserted)',
             '',
             '| corpus | pipeline events/s | reference | official | pipeline / reference (target) | '
+            'pipeline / reference ceiling on this machine (see below) | '
             'pipeline / official (target >= 2.5) | CPU per event, pipeline / reference (target <= 1.25) | '
             'pipeline peak memory MiB: largest process RSS / tree PSS (target <= 1024) [tree RSS sum] | other load, CPUs |',
-            '|---|---|---|---|---|---|---|---|---|',
+            '|---|---|---|---|---|---|---|---|---|---|',
         ]
         for s, t in rows:
             if not t:
@@ -393,12 +406,19 @@ def write_results(path: Path, ctx: dict) -> None:
                 f'{_f(a["reference"]["events_per_s"])} | {_f(a["official"]["events_per_s"])} | '
                 f'{t["vs_reference"]:.2f} (>= {t["vs_reference_target"]:g}: '
                 f'{_met(t["vs_reference"] >= t["vs_reference_target"])}) | '
+                f'{t["vs_reference_ceiling"]:.2f} | '
                 f'{t["vs_official"]:.2f} ({_met(t["vs_official"] >= TARGET_VS_OFFICIAL)}) | '
                 f'{t["cpu_vs_reference"]:.2f} ({_met(t["cpu_vs_reference"] <= TARGET_CPU_VS_REFERENCE)}) | '
                 f'{t["rss"]:.0f} / {t["tree_pss"]:.0f} ({_met(max(t["rss"], t["tree_pss"]) <= TARGET_RSS_MIB)}) '
                 f'[{t["tree_rss"]:.0f}] | '
                 f'{statistics.median(r["foreign_cpus"] for r in s["runs"]):.2f} |')
-        lines.append('')
+        lines += [
+            '',
+            f'The ceiling is the ratio the pipeline would reach if it did exactly the reference\'s '
+            f'CPU work with no start-up, contention or coordination, spread perfectly over the '
+            f'{os.cpu_count()} cores it shares with the receiver: reference wall s / ((reference '
+            f'CPU s + the receiver\'s CPU s in the pipeline\'s runs) / cores). No pipeline on this '
+            f'machine can exceed it; a target above it cannot be met here.', '']
     scaling = memory_scaling(ctx['sections'])
     if scaling:
         lines += [
