@@ -10,7 +10,7 @@ anywhere on it (``gs://``, ``s3://``, ``azfs://``) or a Dataflow run keeps every
 This module imports nothing from Beam.
 """
 import sys
-from typing import Iterable, List, Tuple
+from typing import Iterable, List, MutableMapping, Tuple
 
 # scheme -> the module whose import registers its filesystem with Beam
 STORE_MODULES: Tuple[Tuple[str, str], ...] = (
@@ -24,20 +24,25 @@ GCP_CONNECTORS = 'apache_beam.io.gcp.bigquery'
 
 def unneeded_modules(argv: Iterable[str]) -> List[str]:
     """The optional Beam modules a command line with these arguments never uses."""
-    text = '\n'.join(argv).lower()
-    if 'dataflow' in text:   # --runner DataflowRunner: staging and the job service need GCP
+    args = [arg.lower() for arg in argv]
+
+    def named(text: str) -> bool:
+        return any(text in arg for arg in args)
+
+    if named('dataflow'):   # --runner DataflowRunner: staging and the job service need GCP
         return []
-    skip = [module for scheme, module in STORE_MODULES if scheme not in text]
-    if 'gs://' not in text:
+    skip = [module for scheme, module in STORE_MODULES if not named(scheme)]
+    if not named('gs://'):
         skip.append(GCP_CONNECTORS)
     return skip
 
 
-def skip_unneeded_imports(argv: Iterable[str]) -> List[str]:
-    """Mark the modules `unneeded_modules` names as absent; a no-op once Beam is imported."""
-    if 'apache_beam' in sys.modules:
+def skip_unneeded_imports(argv: Iterable[str], modules: MutableMapping = sys.modules) -> List[str]:
+    """Mark the modules `unneeded_modules` names as absent in `modules` (the interpreter's);
+    a no-op once Beam is imported. Returns what it marked."""
+    if 'apache_beam' in modules:
         return []
     skipped = unneeded_modules(argv)
     for module in skipped:
-        sys.modules.setdefault(module, None)
+        modules.setdefault(module, None)
     return skipped

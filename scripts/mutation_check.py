@@ -47,6 +47,7 @@ TESTS = {
                                      'tests/test_segment_client.py',
                                      'tests/test_client_behaviour.py'],
     'pipeline/paths.py': ['tests/test_paths.py', 'tests/test_launcher_edges.py'],
+    'pipeline/startup.py': ['tests/test_startup.py'],
     'pipeline/endpoint.py': ['tests/test_endpoint_rules.py', 'tests/test_launcher_edges.py',
                              'tests/test_segment_client.py'],
 }
