@@ -3,12 +3,16 @@ import glob
 import io
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import fastavro
 
 from pipeline.main import run
 from devtools.sample import load_schema
+
+ROOT = Path(__file__).resolve().parents[1]
 
 LAYOUT = ('currents/dataexport.prod-01.GCS.integration.0123456789abcdef01234567/'
           'event_type={t}/date={d}/version=10/us-01/'
@@ -81,11 +85,9 @@ def balanced(summary):
                for r in summary['by_event'].values())
 
 
-def command(*argv, timeout=180):
-    """The real command, `python -m pipeline ARGV`, in a fresh interpreter with this
-    environment: what a user's shell runs, start-up included (pipeline/startup.py)."""
-    import subprocess
-    import sys
-    root = Path(__file__).resolve().parents[1]
-    return subprocess.run([sys.executable, '-m', 'pipeline', *argv], cwd=root,
-                          capture_output=True, text=True, timeout=timeout)
+def command(*argv, timeout=180, env=None):
+    """The real command, `python -m pipeline ARGV`, in a fresh interpreter (this process's
+    environment unless `env` is given): what a user's shell runs, start-up included
+    (pipeline/startup.py)."""
+    return subprocess.run([sys.executable, '-m', 'pipeline', *map(str, argv)], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=timeout)

@@ -23,6 +23,7 @@ from pipeline import progress as progress_module
 from pipeline.progress import ProgressMonitor, eta_seconds, format_duration, progress_line
 from transforms import progress as live
 from transforms.model import SegmentBatch, SegmentMessage
+from tests.helpers import command
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = 'wk_safe-running-secret-77'
@@ -110,8 +111,7 @@ def _env():
 
 
 def cli(*args, timeout=300):
-    return subprocess.run([sys.executable, '-m', 'pipeline', *map(str, args)], cwd=ROOT,
-                          env=_env(), capture_output=True, text=True, timeout=timeout)
+    return command(*args, timeout=timeout, env=_env())
 
 
 def start(*args):
