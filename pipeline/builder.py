@@ -12,11 +12,11 @@ from apache_beam.options.pipeline_options import (DebugOptions, PipelineOptions,
 from apache_beam.runners.runner import PipelineRunner
 
 import pipeline
-from pipeline.ledger import segment_path
+from pipeline.ledger import pending_path, segment_path
 from pipeline.options import RunSettings
 from pipeline.resume import input_identity
 from transforms.deliver import EVENTS, REJECTS, DeliverToSegment
-from transforms.manifest import WriteDeliveredFn, WriteManifestFn
+from transforms.manifest import CommitDeliveredFn, WriteManifestFn
 from transforms.progress import LiveChannel
 from transforms.read import ReadCurrentsEvents
 from transforms.send import SendBatchesFn, WriteRequestBodiesFn
@@ -81,15 +81,26 @@ def deliver_step(settings: RunSettings, options: PipelineOptions, rejects_prefix
                             live, input_identity(settings.input))
 
 
+def records_files(settings: RunSettings) -> bool:
+    """Whether a wave of this run records its files (pipeline/ledger.py): a run that sends."""
+    return settings.file_stamps is not None and not settings.dry_run_output
+
+
+def delivered_entries(settings: RunSettings, files) -> List[Tuple[str, int, float]]:
+    """The per-file record of a wave of these files (path, bytes, stamp), in path order."""
+    stamps = settings.file_stamps or {}
+    return sorted((entry[0], *stamps[entry[0]]) for entry in files if entry[0] in stamps)
+
+
 def build_pipeline(settings: RunSettings, files: List[Tuple[str, Optional[str]]],
                    options: PipelineOptions, wave: str = 'w0',
                    partitions: Iterable[str] = (), manifest_path: Optional[str] = None,
                    runner: Optional[PipelineRunner] = None,
                    live: LiveChannel = LiveChannel()) -> beam.Pipeline:
     """One wave: these files, sent (or written, in a dry run), rejects, then its records:
-    the resume manifest (`manifest_path`) and the per-file record (when the settings carry
-    the listed files' stamps), both written only once the rejects are durable. A dry run
-    sends nothing, so it records nothing."""
+    the resume manifest (`manifest_path`) and the per-file record (when `records_files`: the
+    launcher stages it first, see pipeline/running.py), both written only once the rejects are
+    durable. A dry run sends nothing, so it records nothing."""
     p = beam.Pipeline(runner=runner, options=options)
     events, read_rejects = p | 'Read' >> ReadCurrentsEvents(
         files, settings.selector.event_types, settings.skip_files, live,
@@ -98,19 +109,18 @@ def build_pipeline(settings: RunSettings, files: List[Tuple[str, Optional[str]]]
         settings, options, f'{settings.rejects}/rejects-{settings.run_id}-{wave}', live)
     if settings.dry_run_output:
         return p
-    stamps = settings.file_stamps
     if settings.since_last_run or settings.follow:
         # Partitions of a bucket still being written are never complete: record files only.
         manifest_path = None
-    if manifest_path or stamps is not None:
+    record = records_files(settings)
+    if manifest_path or record:
         rejects_written = written | 'CountRejectFiles' >> beam.combiners.Count.Globally()
     if manifest_path:
         _ = rejects_written | 'RecordCompleted' >> beam.ParDo(WriteManifestFn(
             manifest_path, settings.run_id, partitions, len(files),
             input_identity(settings.input), live))
-    if stamps is not None:
-        # In path order, whatever order the files are dealt in (largest first).
-        delivered = sorted((path, *stamps[path]) for path, _ in files if path in stamps)
-        _ = rejects_written | 'RecordDelivered' >> beam.ParDo(WriteDeliveredFn(
-            segment_path(settings.rejects, settings.run_id, wave), delivered, live))
+    if record:
+        segment = segment_path(settings.rejects, settings.run_id, wave)
+        _ = rejects_written | 'RecordDelivered' >> beam.ParDo(CommitDeliveredFn(
+            pending_path(segment), segment, live))
     return p

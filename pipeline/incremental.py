@@ -20,7 +20,7 @@ from pipeline.ledger import Ledger, segment_path
 from pipeline.listing import DELIVERED, Listing, input_pattern, list_currents_files
 from pipeline.lock import Lock, LockBusy, lock_path
 from pipeline.paths import UsageError, hour_from_path
-from pipeline.running import run_waves
+from pipeline.running import run_waves, staged_record
 from pipeline.summary import Summary
 from pipeline.waves import largest_first, make_waves, wave_size
 
@@ -164,6 +164,7 @@ def wave_summary(settings, options, files: List[Tuple[str, Optional[str], int]],
     """Runs one wave's pipeline to completion (it records its files last); its summary."""
     p = build_pipeline(settings, largest_first(files), options, wave=wave,
                        runner=runner)
-    result = p.run()
-    result.wait_until_finish()
+    with staged_record(settings, files, wave):
+        result = p.run()
+        result.wait_until_finish()
     return Summary.from_result(result, settings.mapping)

@@ -1,10 +1,14 @@
 """The per-file record of delivered input files, read by `--since_last_run` and `--follow`.
 
 Kept under `<rejects>/delivered/` on any store Beam's filesystems reach (local, gs://, ...).
-Each completed wave's pipeline writes one small segment as its last step
-(`segment-<run id>-<wave>.jsonl`, transforms/manifest.py), after its rejects are durable; the
-launcher only reads them. So that loading stays fast after months of five-minute runs, a run
-that finds more than COMPACT_AFTER objects rewrites them into one gzip-compressed file
+Each wave's segment (`segment-<run id>-<wave>.jsonl`) is written by the launcher before the
+wave starts, under a pending name the reader ignores (`....jsonl.pending`), and renamed into
+place by the wave's pipeline as its last step (transforms/manifest.py), after its rejects are
+durable. A wave that fails or is stopped leaves no segment; the launcher removes its pending
+object (a detached Dataflow job that fails leaves it behind, ignored).
+
+So that loading stays fast after months of five-minute runs, a run that finds more than
+COMPACT_AFTER objects rewrites them into one gzip-compressed file
 (`compacted-<stamp>.jsonl.gz`): the new file is written first and only then are the objects it
 replaces deleted, so a crash in between leaves both, which read the same.
 
@@ -27,6 +31,7 @@ from transforms.manifest import Delivered, delivered_lines
 LEDGER_DIR = 'delivered'
 SEGMENT_PREFIX, SEGMENT_SUFFIX = 'segment-', '.jsonl'
 COMPACTED_PREFIX, COMPACTED_SUFFIX = 'compacted-', '.jsonl.gz'
+PENDING_SUFFIX = '.pending'
 COMPACT_AFTER = 24   # objects; two hours of five-minute runs
 
 log = logging.getLogger(__name__)
@@ -39,6 +44,29 @@ def ledger_dir(rejects: str) -> str:
 def segment_path(rejects: str, run_id: str, wave: str) -> str:
     """Where the pipeline's last step records the files of one wave."""
     return FileSystems.join(ledger_dir(rejects), f'{SEGMENT_PREFIX}{run_id}-{wave}{SEGMENT_SUFFIX}')
+
+
+def pending_path(segment: str) -> str:
+    """Where the launcher stages a wave's segment until the wave commits it."""
+    return segment + PENDING_SUFFIX
+
+
+def stage_segment(segment: str, entries: Iterable[Delivered]) -> str:
+    """Writes a wave's record under its pending name; returns that path."""
+    pending = pending_path(segment)
+    with FileSystems.create(pending, mime_type='application/x-ndjson') as f:
+        f.write(delivered_lines(entries))
+    return pending
+
+
+def discard_pending(segment: str) -> None:
+    """Removes a wave's pending record if the wave did not commit it (failed or stopped)."""
+    pending = pending_path(segment)
+    try:
+        if FileSystems.exists(pending):
+            FileSystems.delete([pending])
+    except Exception as exc:  # only litter: the reader ignores pending objects
+        log.warning('could not remove %s: %s', pending, exc)
 
 
 def _is_record(path: str) -> bool:

@@ -3,6 +3,7 @@
 Used by a run and by `--since_last_run`; each wave is one pipeline whose last step records it
 (pipeline/builder.py), so a stopped or failed run is continued with `--resume`.
 """
+import contextlib
 import glob
 import logging
 import os
@@ -13,8 +14,10 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import TestOptions
 
 from pipeline import cli
-from pipeline.builder import build_pipeline, is_dataflow, job_options
+from pipeline.builder import (build_pipeline, delivered_entries, is_dataflow, job_options,
+                              records_files)
 from pipeline.cli import (EXIT_OK, EXIT_SIGNAL_BASE, PROG, error, finish, run_failed)
+from pipeline.ledger import discard_pending, segment_path, stage_segment
 from pipeline.plan import estimate_events
 from pipeline.progress import (SIGNAL_NAMES, ProgressMonitor, StopOnSignal, dataflow_poll,
                                live_channel)
@@ -52,6 +55,23 @@ def worker_death(exc: BaseException, workers) -> Optional[str]:
 _WORKER_GONE = ('Socket closed', 'StatusCode.UNAVAILABLE', 'worker process exited',
                 'SDK harness', 'Connection reset', 'failed to connect to all addresses',
                 'StatusCode.CANCELLED')
+
+@contextlib.contextmanager
+def staged_record(settings, files, wave: str, keep: bool = False):
+    """Stages a wave's per-file record for its pipeline to commit (pipeline/ledger.py); when
+    the wave is over, removes it if the wave did not commit it. `keep`: a submitted Dataflow
+    job commits it later."""
+    if not records_files(settings):
+        yield
+        return
+    segment = segment_path(settings.rejects, settings.run_id, wave)
+    stage_segment(segment, delivered_entries(settings, files))
+    try:
+        yield
+    finally:
+        if not keep:
+            discard_pending(segment)
+
 
 def run_waves(settings, options, listing, waves, detached, out, runner=None, undated=0,
               workers=None) -> int:
@@ -91,10 +111,14 @@ def run_waves(settings, options, listing, waves, detached, out, runner=None, und
                                    job_options(settings, options, len(wave)),
                                    wave=f'w{number}', partitions=partitions_of(wave),
                                    manifest_path=manifest, runner=runner, live=live)
-                result = p.run()
                 if options.view_as(TestOptions).dry_run:
+                    p.run()
                     print('Dataflow job built (--dry_run=True): nothing submitted', file=out)
                     return EXIT_OK
+                with staged_record(settings, wave, f'w{number}', keep=detached):
+                    result = p.run()
+                    if not detached:
+                        _wait(result, settings, wave, local, console)
                 if detached:
                     job = getattr(result, 'job_id', lambda: '?')()
                     print(f'submitted Dataflow job {job}: {len(wave)} files; the job records its '
@@ -102,7 +126,6 @@ def run_waves(settings, options, listing, waves, detached, out, runner=None, und
                           f'Counters are in the Dataflow console (or rerun with --wait).',
                           file=out)
                     return EXIT_OK
-                _wait(result, settings, wave, local, console)
             except Exception as exc:  # the runner re-raises worker errors: one line
                 _remove_beam_temp_folders(settings.rejects)
                 if stop is not None and stop.signum is not None:

@@ -18,14 +18,19 @@ import time
 from pathlib import Path
 
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from devtools.receiver import SegmentReceiver
 from devtools.sample import generate
-from pipeline.ledger import COMPACT_AFTER, Ledger, ledger_dir, segment_path
+from pipeline.builder import build_pipeline, delivered_entries
+from pipeline.ledger import (COMPACT_AFTER, Ledger, discard_pending, ledger_dir, pending_path,
+                             segment_path, stage_segment)
 from pipeline.lock import LEASE_ENV, Lock, lock_path
 from pipeline.main import run
+from pipeline.options import settings_from
 from tests.helpers import avro_bytes, balanced, record
-from transforms.manifest import WriteDeliveredFn
+from transforms.manifest import CommitDeliveredFn
+from transforms.progress import LiveChannel
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = 'wk_incremental-key-4242'
@@ -137,8 +142,20 @@ def test_a_backfill_records_its_files_so_since_last_run_does_not_resend_them(tmp
         backfilled = receiver.stats()['accepted']
     assert code == 0 and backfilled > 0
     assert len(list((tmp_path / 'rejects' / 'delivered').glob('segment-*-w*.jsonl'))) == 3
+    assert not list((tmp_path / 'rejects' / 'delivered').glob('*.pending'))
     code, summary, _, accepted = sent_once(root, tmp_path)
     assert code == 0 and accepted == set() and summary['files_read'] == 0
+
+
+def test_a_failed_wave_leaves_neither_its_record_nor_its_pending_record(tmp_path, monkeypatch):
+    monkeypatch.setenv('SEGMENT_WRITE_KEY', 'wk_not-the-receivers-key')
+    root = tmp_path / 'in'
+    put(root, SEND, 0, 3)
+    with SegmentReceiver(write_key=KEY) as receiver:
+        code = run(['--input', str(root), '--rejects', str(tmp_path / 'rejects'),
+                    '--segment_endpoint', receiver.url], out=io.StringIO())
+    assert code == 3                                      # the key is refused: nothing delivered
+    assert not list((tmp_path / 'rejects').glob('delivered/*'))
 
 
 def test_a_run_that_finds_the_lock_held_exits_0_with_one_line(tmp_path, monkeypatch):
@@ -195,7 +212,51 @@ def _write_segments(rejects, runs, per_run, start=0):
         entries = [(f'gs://bkt/currents/event_type=t/date=2024-05-01-00/'
                     f'f{(start + r) * per_run + i}.avro', 1000 + i, 1714564800.25 + r)
                    for i in range(per_run)]
-        WriteDeliveredFn(segment_path(rejects, f'run{start + r:05d}', 'w0'), entries).process(0)
+        segment = segment_path(rejects, f'run{start + r:05d}', 'w0')
+        stage_segment(segment, entries)
+        CommitDeliveredFn(pending_path(segment), segment).process(0)
+
+
+def test_a_wave_record_is_staged_pending_and_committed_by_renaming_it(tmp_path):
+    rejects = str(tmp_path / 'rejects')
+    segment = segment_path(rejects, 'run1', 'w0')
+    pending = stage_segment(segment, [('/in/a.avro', 10, 1.5), ('/in/b.avro', 20, 2.5)])
+    assert pending == segment + '.pending' and os.path.exists(pending)
+    assert Ledger.load(rejects).files == {}                # pending: not delivered yet
+    stop = tmp_path / 'stop'
+    stop.write_text('')
+    CommitDeliveredFn(pending, segment, LiveChannel(stop_path=str(stop))).process(0)
+    assert os.path.exists(pending) and not os.path.exists(segment)   # a stopped wave: not
+    CommitDeliveredFn(pending, segment).process(0)
+    CommitDeliveredFn(pending, segment).process(0)         # a retried step: already committed
+    assert not os.path.exists(pending)
+    assert Ledger.load(rejects).files == {'/in/a.avro': (10, 1.5), '/in/b.avro': (20, 2.5)}
+    lost = segment_path(rejects, 'run2', 'w0')
+    with pytest.raises(Exception):                         # nothing staged: the step fails
+        CommitDeliveredFn(pending_path(lost), lost).process(0)
+    discard_pending(segment)                               # nothing pending: no error
+    stage_segment(lost, [('/in/c.avro', 1, 1.0)])
+    discard_pending(lost)
+    assert sorted(os.listdir(ledger_dir(rejects))) == ['segment-run1-w0.jsonl']
+
+
+def test_the_job_graph_carries_the_record_paths_not_the_files(tmp_path):
+    """A month's wave (~20,000 files) put ~0.5 MB per list in the graph, pickled again by every
+    worker: the record is staged by the launcher instead."""
+    settings = settings_from(PipelineOptions([
+        '--input', str(tmp_path / 'in'), '--rejects', str(tmp_path / 'rejects'),
+        '--segment_endpoint', 'http://127.0.0.1:9/v1/batch']), need_rejects=True)
+    files = [(f'/in/event_type=t/date=2024-05-01-00/f{i:05d}.avro', None, 1000 + i)
+             for i in range(20_000)]
+    settings.file_stamps = {path: (size, 1714564800.5) for path, _, size in files}
+    entries = delivered_entries(settings, list(reversed(files)))
+    assert entries[0] == ('/in/event_type=t/date=2024-05-01-00/f00000.avro', 1000, 1714564800.5)
+    assert len(entries) == 20_000 and entries == sorted(entries)
+    proto = build_pipeline(settings, [(p, t) for p, t, _ in files], PipelineOptions([]),
+                           manifest_path=str(tmp_path / 'm.json')).to_runner_api()
+    [record] = [t for t in proto.components.transforms.values()
+                if t.unique_name == 'RecordDelivered']
+    assert len(record.spec.payload) < 4000
 
 
 def test_record_of_10000_files_loads_from_one_object_once_compacted(tmp_path):
