@@ -6,8 +6,11 @@ import datetime
 import re
 from typing import FrozenSet, NamedTuple, Optional
 
-_EVENT_TYPE = re.compile(r'(?:^|/)event_type=([^/]+)/')
-_DATE = re.compile(r'(?:^|/)date=(\d{4}-\d{2}-\d{2})(?:-(\d{2}))?/')
+# Each segment at the start of the path or after a '/': searched in '/' + path, so the pattern
+# starts with a literal and re finds it ~4x faster than with (?:^|/) (a month's listing asks
+# ~80,000 times).
+_EVENT_TYPE = re.compile(r'/event_type=([^/]+)/')
+_DATE = re.compile(r'/date=(\d{4}-\d{2}-\d{2})(?:-(\d{2}))?/')
 _GLOB_CHARS = re.compile(r'[*?\[]')
 
 
@@ -16,13 +19,13 @@ class UsageError(ValueError):
 
 
 def event_type_from_path(path: str) -> Optional[str]:
-    match = _EVENT_TYPE.search(path)
+    match = _EVENT_TYPE.search('/' + path)
     return match.group(1) if match else None
 
 
 def hour_from_path(path: str) -> Optional[datetime.datetime]:
     """The `date=` hour Braze queued the file's events (UTC), if the path has one."""
-    match = _DATE.search(path)
+    match = _DATE.search('/' + path)
     if not match:
         return None
     date, hour = match.groups()
@@ -89,7 +92,7 @@ class FileSelector:
 def partition_of(path: str) -> Optional[str]:
     """`<event_type>/<date hour>` for resumable runs; None when the path has neither."""
     event_type = event_type_from_path(path)
-    match = _DATE.search(path)
+    match = _DATE.search('/' + path)
     if event_type is None or match is None:
         return None
     return f'{event_type}/{match.group(1)}-{match.group(2) or "00"}'

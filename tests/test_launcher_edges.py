@@ -73,6 +73,10 @@ def test_only_whole_path_segments_count():
     assert event_type_from_path('event_type=users.canvas.Entry/x.avro') == 'users.canvas.Entry'
     assert hour_from_path('in/update=2025-04-01-17/x.avro') is None
     assert hour_from_path('date=2025-04-01-17/x.avro') == H(2025, 4, 1, 17)
+    assert partition_of('event_type=t/date=2025-04-01-17/x.avro') == 't/2025-04-01-17'
+    assert partition_of('date=2025-04-01-17/event_type=t/x.avro') == 't/2025-04-01-17'
+    assert partition_of('in/event_type=t/update=2025-04-01-17/x.avro') is None
+    assert partition_of('in/event_type=t/a/date=2025-04-01/x.avro') == 't/2025-04-01-00'
 
 
 def test_a_partition_needs_both_type_and_date():

@@ -13,10 +13,11 @@ from pipeline import listing
 from pipeline.listing import input_pattern, list_currents_files, walk_local_folder
 from pipeline.paths import FileSelector
 from transforms import read
+from transforms import packing
 from transforms.packing import PackedList
 from transforms.read import ReadCurrentsEvents, read_header
 from pipeline.waves import largest_first
-from tests.helpers import LAYOUT, avro_bytes, record, write_file
+from tests.helpers import LAYOUT, record, write_file
 
 SEND, OPEN = 'users.messages.email.Send', 'users.messages.email.Open'
 
@@ -38,6 +39,25 @@ def test_a_packed_file_list_round_trips_and_pickles_small():
     assert plain > 4_000_000
     assert small * 10 < plain
     assert len(bz2.compress(pickle.dumps(packed), 9)) < 400_000
+
+
+def test_a_packed_list_is_compressed_once_and_decoded_only_when_read(monkeypatch):
+    files = month_of_paths(1000)
+    packed = PackedList(files)
+    compressed, decompressed = [], []
+    real_compress, real_decompress = packing.zlib.compress, packing.zlib.decompress
+    monkeypatch.setattr(packing.zlib, 'compress',
+                        lambda *a: compressed.append(1) or real_compress(*a))
+    monkeypatch.setattr(packing.zlib, 'decompress',
+                        lambda *a: decompressed.append(1) or real_decompress(*a))
+    first = pickle.dumps(packed)
+    again = pickle.loads(pickle.dumps(pickle.loads(first)))   # as a worker re-pickles a DoFn
+    assert pickle.dumps(packed) == first and len(compressed) == 1 and decompressed == []
+    assert again[999] == files[999] and list(again) == files and len(again) == 1000
+    assert len(decompressed) == 1                               # decoded once, on first use
+    assert again == packed and repr(again) == 'PackedList(1000 items)'
+    assert PackedList([1]) != PackedList([2]) and PackedList([1]) != (1,)
+    assert PackedList() == PackedList([]) and len(pickle.loads(pickle.dumps(PackedList()))) == 0
 
 
 def test_each_writer_schema_is_checked_once_per_process(tmp_path, monkeypatch):
