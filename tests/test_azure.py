@@ -85,6 +85,10 @@ def test_full_run_from_azure_delivers_every_eligible_event(azure_env, corpus):
     assert summary['files_read'] == len(report.files)
     assert {m['messageId'] for m in messages} == report.eligible_ids
     assert len(messages) == report.eligible
+    # The per-file record: staged as .pending, renamed into place on the store by the last step.
+    [record] = azure.list(OUT, 'full/rejects/delivered/')
+    assert record.rsplit('/', 1)[-1].startswith('segment-') and record.endswith('.jsonl')
+    assert len(azure.read(OUT, record).decode().splitlines()) == len(report.files)
 
 
 def test_start_end_pruning_opens_no_blob_outside_the_range(azure_env, corpus):

@@ -120,6 +120,10 @@ def test_full_run_from_s3_delivers_every_eligible_event(aws_env, corpus):
     assert summary['files_skipped'] == len(report.other_files)
     assert {m['messageId'] for m in messages} == report.eligible_ids
     assert len(messages) == report.eligible
+    # The per-file record: staged as .pending, renamed into place on the store by the last step.
+    [record] = s3.list(OUT, 'full/rejects/delivered/')
+    assert record.rsplit('/', 1)[-1].startswith('segment-') and record.endswith('.jsonl')
+    assert len(s3.read(OUT, record).decode().splitlines()) == len(report.files)
 
 
 def test_start_end_pruning_opens_no_object_outside_the_range(aws_env, corpus):
