@@ -7,26 +7,25 @@ refuses it. Its access log (one line per request) is kept, so tests can tell whi
 opened.
 """
 import os
-import re
 import shutil
 import subprocess
 import tempfile
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
+from tests.servers import (HOST, access_log_requests, free_port, reads_by_name, stop_process,
+                           wait_until_answering)
+
 ROOT = Path(__file__).resolve().parent.parent
 PREFIX = ROOT / '.cache' / 'azurite'
 BIN = PREFIX / 'node_modules' / '.bin' / 'azurite-blob'
-HOST = '127.0.0.1'
 ACCOUNT = 'devstoreaccount1'
 # Azurite's documented development account key: public, the same in every Azurite install.
 DEV_KEY = ('Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/'
            'K1SZFPTOtr/KBHBeksoGMGw==')
-_ACCESS_LINE = re.compile(r'"(GET|HEAD|PUT|POST|DELETE) (\S+) HTTP/[\d.]+" (\d{3})')
 
 
 def install(timeout: float = 600) -> Path:
@@ -40,13 +39,6 @@ def install(timeout: float = 600) -> Path:
     subprocess.run([npm, 'install', '--prefix', str(PREFIX), '--no-audit', '--no-fund',
                     'azurite'], check=True, timeout=timeout, capture_output=True)
     return BIN
-
-
-def free_port(host: str = HOST) -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 class Azurite:
@@ -73,30 +65,22 @@ class Azurite:
             [str(binary), '--blobHost', self.host, '--blobPort', str(self.port),
              '--inMemoryPersistence', '--skipApiVersionCheck', '--disableTelemetry'],
             stdout=self._log, stderr=subprocess.STDOUT, cwd=self._workspace)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f'Azurite exited: {Path(self._log.name).read_text()}')
-            try:
-                with urllib.request.urlopen(f'{self.endpoint}?comp=list', timeout=1):
-                    pass
-            except urllib.error.HTTPError:
-                return self  # it answers (403 without a signature): up
-            except OSError:
-                time.sleep(0.1)
-                continue
-            return self
-        raise RuntimeError(f'Azurite did not answer at {self.endpoint}')
+        wait_until_answering(self._answers, f'Azurite at {self.endpoint}', 60, self._proc,
+                             self._log.name)
+        return self
+
+    def _answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(f'{self.endpoint}?comp=list', timeout=1):
+                return True
+        except urllib.error.HTTPError:
+            return True   # it answers (403 without a signature): up
+        except OSError:
+            return False
 
     def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-            self._proc = None
+        stop_process(self._proc)
+        self._proc = None
         if self._log is not None:
             self._log.close()
             os.unlink(self._log.name)
@@ -155,17 +139,8 @@ class Azurite:
         time.sleep(0.2)  # Azurite writes its access line as it finishes the response
         with open(self._log.name, 'rb') as f:
             f.seek(since)
-            text = f.read().decode('utf-8', 'replace')
-        return [(m.group(1), urllib.parse.unquote(m.group(2).split('?', 1)[0]), int(m.group(3)))
-                for m in _ACCESS_LINE.finditer(text)]
+            return access_log_requests(f.read().decode('utf-8', 'replace'))
 
     def blobs_opened(self, container: str, since: int = 0) -> Dict[str, int]:
-        """{blob name: GET/HEAD requests} for blob reads of one container (not listings,
-        nor probes of names that do not exist)."""
-        opened: Dict[str, int] = {}
-        for method, path, status in self.requests(since):
-            parts = path.lstrip('/').split('/', 2)
-            if (method in ('GET', 'HEAD') and status != 404 and len(parts) == 3
-                    and parts[1] == container and parts[2]):
-                opened[parts[2]] = opened.get(parts[2], 0) + 1
-        return opened
+        """{blob name: GET/HEAD requests} for blob reads of one container."""
+        return reads_by_name(self.requests(since), ACCOUNT, container)

@@ -13,39 +13,24 @@ so nothing is left behind and no network beyond loopback is used. If that API is
 """
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
-import time
-import urllib.error
 import urllib.request
 from http import HTTPStatus
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Union
 
-HOST = '127.0.0.1'
+from tests.servers import HOST, free_port, stop_process, wait_until_answering
 
 
-def free_port(host: str = HOST) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def wait_until_up(url: str, timeout: float = 15.0) -> None:
-    """Polls the emulator's health endpoint (`GET /` answers `OK`) until it answers."""
-    deadline = time.monotonic() + timeout
-    last: Optional[BaseException] = None
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url + '/', timeout=1) as r:
-                if r.status == 200:
-                    return
-        except (urllib.error.URLError, OSError) as exc:
-            last = exc
-        time.sleep(0.05)
-    raise RuntimeError(f'gcp-storage-emulator did not answer at {url} within {timeout}s: {last}')
+def _healthy(url: str) -> bool:
+    """The emulator's health endpoint (`GET /` answers `OK`)."""
+    try:
+        with urllib.request.urlopen(url + '/', timeout=1) as r:
+            return r.status == 200
+    except OSError:
+        return False
 
 
 _PRECONDITION_LOCK = threading.Lock()
@@ -130,7 +115,8 @@ class GcsEmulator:
             self._server.start()
         else:
             self._start_cli()
-        wait_until_up(self.url)
+        wait_until_answering(lambda: _healthy(self.url), f'gcp-storage-emulator at {self.url}',
+                             15.0, self._proc)
         return self
 
     def _start_cli(self) -> None:
@@ -151,14 +137,8 @@ class GcsEmulator:
         if self._server is not None:
             self._server.stop()
             self._server = None
-        if self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-            self._proc = None
+        stop_process(self._proc)
+        self._proc = None
 
     def __enter__(self) -> 'GcsEmulator':
         return self.start()

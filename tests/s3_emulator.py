@@ -8,28 +8,20 @@ explicit Deny on one object gives a real 403 AccessDenied), and unknown keys are
 """
 import json
 import os
-import re
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple, Union
 
-HOST = '127.0.0.1'
+from tests.servers import (HOST, access_log_requests, free_port, reads_by_name, stop_process,
+                           wait_until_answering)
+
 REGION = 'us-east-1'
-_ACCESS_LINE = re.compile(r'"(GET|HEAD|PUT|POST|DELETE) (\S+) HTTP/[\d.]+" (\d{3})')
 ADMIN_POLICY = {'Version': '2012-10-17',
                 'Statement': [{'Effect': 'Allow', 'Action': '*', 'Resource': '*'}]}
-
-
-def free_port(host: str = HOST) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 class MotoServer:
@@ -51,26 +43,20 @@ class MotoServer:
         self._proc = subprocess.Popen(
             [sys.executable, '-m', 'moto.server', '-H', self.host, '-p', str(self.port)],
             stdout=self._log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f'moto server exited: {Path(self._log.name).read_text()}')
-            try:
-                with urllib.request.urlopen(self.url + '/moto-api/', timeout=1):
-                    return self
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f'moto server did not answer at {self.url}')
+        wait_until_answering(self._answers, f'moto server at {self.url}', 30, self._proc,
+                             self._log.name)
+        return self
+
+    def _answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + '/moto-api/', timeout=1):
+                return True
+        except OSError:
+            return False
 
     def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-            self._proc = None
+        stop_process(self._proc)
+        self._proc = None
         if self._log is not None:
             self._log.close()
             os.unlink(self._log.name)
@@ -158,20 +144,11 @@ class MotoServer:
 
     def requests(self, since: int = 0) -> List[Tuple[str, str, int]]:
         """(method, decoded path, status) of every request since a log_position()."""
-        text = self._synced_log(since)
-        return [(m.group(1), urllib.parse.unquote(m.group(2).split('?', 1)[0]), int(m.group(3)))
-                for m in _ACCESS_LINE.finditer(text)]
+        return access_log_requests(self._synced_log(since))
 
     def objects_opened(self, bucket: str, since: int = 0) -> Dict[str, int]:
-        """{key: number of GET/HEAD requests} for object reads of one bucket (not listings,
-        nor probes of names that do not exist)."""
-        opened: Dict[str, int] = {}
-        for method, path, status in self.requests(since):
-            parts = path.lstrip('/').split('/', 1)
-            if (method in ('GET', 'HEAD') and status != 404 and len(parts) == 2
-                    and parts[0] == bucket and parts[1]):
-                opened[parts[1]] = opened.get(parts[1], 0) + 1
-        return opened
+        """{key: number of GET/HEAD requests} for object reads of one bucket."""
+        return reads_by_name(self.requests(since), bucket)
 
 
 def s3_urls(keys: Iterable[str], bucket: str) -> List[str]:
