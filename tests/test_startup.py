@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.startup import (GCP_CONNECTORS, STORE_MODULES, skip_unneeded_imports,
-                              unneeded_modules)
+from pipeline.startup import (DATAFLOW_CLIENT, GCP_CONNECTORS, STORE_MODULES,
+                              skip_unneeded_imports, unneeded_modules)
 
 ROOT = Path(__file__).resolve().parents[1]
 GCS, S3, AZURE = (module for _, module in STORE_MODULES)
@@ -26,19 +26,27 @@ GCS, S3, AZURE = (module for _, module in STORE_MODULES)
     (['--input', 'azfs://acct/c/export'], [GCS, S3, GCP_CONNECTORS]),
     (['--input=s3://b/x', '--summary_output=azfs://a/c/s.json'], [GCS, GCP_CONNECTORS]),
     (['replay', '--rejects', 'gs://b/rejects'], [S3, AZURE]),
-    (['--input', '/data', '--runner', 'DataflowRunner'], []),
-    (['--input', '/data', '--runner=dataflow'], []),
     ([], [GCS, S3, AZURE, GCP_CONNECTORS]),
 ])
 def test_a_store_is_skipped_only_when_no_argument_names_it(argv, skipped):
-    assert unneeded_modules(argv) == skipped
+    """...and the Dataflow API client is skipped by every command that is not a Dataflow run."""
+    assert unneeded_modules(argv) == skipped + [DATAFLOW_CLIENT]
+
+
+@pytest.mark.parametrize('argv', [
+    ['--input', '/data', '--runner', 'DataflowRunner'],
+    ['--input', '/data', '--runner=dataflow'],
+])
+def test_a_dataflow_run_skips_nothing(argv):
+    assert unneeded_modules(argv) == []
 
 
 def test_skipping_marks_each_unneeded_module_absent_and_keeps_what_is_there():
     modules = {'pipeline': object(), S3: 'already imported'}
     assert skip_unneeded_imports(['--input', '/data'], modules) == [GCS, S3, AZURE,
-                                                                    GCP_CONNECTORS]
+                                                                    GCP_CONNECTORS, DATAFLOW_CLIENT]
     assert modules[GCS] is None and modules[AZURE] is None and modules[GCP_CONNECTORS] is None
+    assert modules[DATAFLOW_CLIENT] is None
     assert modules[S3] == 'already imported'
 
 
@@ -63,6 +71,10 @@ def test_the_skipped_modules_are_the_ones_beam_imports_best_effort():
     for module in (GCS, S3, AZURE):
         assert f'try:\n  from {module} import' in filesystems, module
     assert f'try:\n  from {GCP_CONNECTORS} import' in io_package
+    import apache_beam.runners.dataflow.dataflow_runner as dataflow_runner
+    package, name = DATAFLOW_CLIENT.rsplit('.', 1)
+    assert importlib.util.find_spec(DATAFLOW_CLIENT) is not None
+    assert f'try:\n  from {package} import {name} as' in inspect.getsource(dataflow_runner)
 
 
 PROBE = r'''
@@ -82,7 +94,8 @@ print(json.dumps({
     'usable': {s: usable(p) for s, p in (('local', '/tmp/x'), ('gs', 'gs://b/x'),
                                           ('s3', 's3://b/x'), ('azfs', 'azfs://a/c/x'))},
     'imported': sorted(m for m in ('boto3', 'azure.storage.blob', 'google.cloud.storage',
-                                   'apache_beam.io.gcp.bigquery') if sys.modules.get(m) is not None),
+                                   'apache_beam.io.gcp.bigquery', 'google.cloud.dataflow')
+                       if sys.modules.get(m) is not None),
 }))
 '''
 
@@ -114,7 +127,7 @@ def test_a_dataflow_run_keeps_every_store():
     assert seen['skipped'] == []
     assert all(seen['usable'].values())
     assert seen['imported'] == ['apache_beam.io.gcp.bigquery', 'azure.storage.blob', 'boto3',
-                                'google.cloud.storage']
+                                'google.cloud.dataflow', 'google.cloud.storage']
 
 
 def test_nothing_changes_in_this_interpreter_where_beam_is_imported():
