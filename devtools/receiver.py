@@ -337,6 +337,7 @@ class SegmentReceiver:
         }
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
+        self._work = threading.Lock()   # one request's checks at a time (see _handle_batch)
         self._mode, self._pending_mode, self._mode_at = 'normal', None, 0
         self._store = {}          # messageId -> (body number, item index) or JSON bytes
         self._bodies = []         # accepted request bodies (uncompressed), by body number
@@ -509,6 +510,16 @@ class SegmentReceiver:
                 return h._reset()
             time.sleep(self.slow_seconds)   # 'slow': then carry on as normal
 
+        # One request at a time from here: with a thread per connection, handlers that take
+        # turns on this CPU-bound part use ~20% less CPU per message than handlers contending
+        # for the GIL (4 connections, bench/), and the receiver shares its cores with the
+        # client it measures. Faults, and the 'slow' sleep, stay outside.
+        with self._work:
+            status, answer = self._accept(h, raw, t_arrival)
+        return self._reply(h, status, answer)
+
+    def _accept(self, h, raw, t_arrival):
+        """Check, de-duplicate and keep one request's messages: (status, answer)."""
         header_ok = h.headers.get('Authorization', '').strip() in self._expected_auth
         if 'application/json' not in h.headers.get('Content-Type', '').lower():
             with self._lock:
@@ -535,32 +546,32 @@ class SegmentReceiver:
                 parse_error = f'malformed JSON: {e}'
 
         if not header_ok and not (type(obj) is dict and obj.get('writeKey') == self.write_key):
-            return self._reply(h, 401, _UNAUTHORIZED)
+            return (401, _UNAUTHORIZED)
         if too_large:
-            return self._reply(h, 400, _TOO_LARGE)
+            return (400, _TOO_LARGE)
         if bad_encoding is not None:
-            return self._reply(h, 400, _err(bad_encoding, 'invalid_request'))
+            return (400, _err(bad_encoding, 'invalid_request'))
         if parse_error is not None:
-            return self._reply(h, 400, _err(parse_error, 'invalid_request'))
+            return (400, _err(parse_error, 'invalid_request'))
         batch = obj.get('batch') if type(obj) is dict else None
         if type(batch) is not list:
-            return self._reply(h, 400, _err('body must be a JSON object with a "batch" list',
+            return (400, _err('body must be a JSON object with a "batch" list',
                                             'invalid_request'))
         n = len(batch)
         with self._lock:
             self._max_batch_seen = max(self._max_batch_seen, n)
         if n == 0:
-            return self._reply(h, 400, _err('empty batch', 'empty_batch'))
+            return (400, _err('empty batch', 'empty_batch'))
 
         # One oversize message fails the whole request (Segment's HTTP API page).
         if len(body) > self.max_message_bytes and \
                 max(map(len, map(_encode, batch))) > self.max_message_bytes:
-            return self._reply(h, 400, _TOO_LARGE)
+            return (400, _TOO_LARGE)
 
         if n > self.max_batch_messages:   # Segment answers 200 and drops everything (§1.4)
             with self._lock:
                 self._silently_dropped += n
-            return self._reply(h, 200, _OK)
+            return (200, _OK)
 
         poison = self.poison_message_ids
         codes = [_item_error(m, poison) for m in batch]
@@ -571,7 +582,7 @@ class SegmentReceiver:
                 if code is None:
                     keep.append(i)
                 elif self.invalid_item_status == 400:
-                    return self._reply(h, 400, _err(f'{code} at index {i}', code))
+                    return (400, _err(f'{code} at index {i}', code))
                 else:
                     invalid += 1
 
@@ -616,7 +627,7 @@ class SegmentReceiver:
                 lines = [w if type(w) is bytes else _encode(batch[w]) for w in fresh]
                 self._store_file.write((b'\n'.join(lines) + b'\n').decode('utf-8'))
                 self._store_file.flush()
-        return self._reply(h, 200, _OK)
+        return (200, _OK)
 
     def _gunzip(self, raw):
         """Return (body, too_large, error); stops inflating past max_body_bytes (no gzip bombs)."""
@@ -699,7 +710,11 @@ def main(argv=None):
         print(f'listening on {rec.url}', flush=True)
         # Everything accepted is kept (acyclic: bodies, ids, counts). Freezing it out of the
         # cycle collector every half second keeps the cost of a request flat as the store
-        # grows: a benchmark's receiver shares its cores with the client it measures.
+        # grows: a benchmark's receiver shares its cores with the client it measures. A parsed
+        # request (~25,000 objects, none cyclic) is dropped before a young-generation pass
+        # every 100,000 allocations sees it, instead of being scanned ~35 times (~0.3 µs less a
+        # message, of ~2.4 to parse and check it).
+        gc.set_threshold(100_000, 20, 100)
         while not stop.wait(0.5):
             gc.freeze()
     finally:

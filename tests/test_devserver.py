@@ -3,9 +3,11 @@ import base64
 import gzip
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -224,6 +226,48 @@ def test_fault_slow_times_out_then_dedupes():
             time.sleep(0.02)
         st = rec.stats()
         assert st['accepted'] == 1 and st['duplicates'] == 1 and st['faults_injected'] == {'slow': 2}
+
+
+def test_a_slow_request_does_not_hold_up_the_others():
+    """Requests are checked one at a time (devtools/receiver.py, _handle_batch), but the
+    'slow' fault sleeps outside that turn: the next request is answered meanwhile."""
+    def slow_then_normal(seed):   # the receiver's draws: fault?, which kind, then the next
+        rng = random.Random(seed)
+        if rng.random() >= 0.5:
+            return False
+        rng.randrange(1)
+        return rng.random() >= 0.5
+    seed = next(s for s in range(100) if slow_then_normal(s))
+    with SegmentReceiver(fault_rate=0.5, faults=('slow',), slow_seconds=3, seed=seed) as rec:
+        slow = threading.Thread(target=post, args=(rec, [msg(1)]), kwargs={'timeout': 10})
+        slow.start()
+        deadline = time.monotonic() + 3
+        while not rec.stats()['faults_injected'] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert rec.stats()['faults_injected'] == {'slow': 1}
+        started = time.monotonic()
+        assert post(rec, [msg(2)], timeout=2).status_code == 200
+        assert time.monotonic() - started < 2
+        assert rec.stats()['accepted'] == 1   # the slow one is still asleep
+        slow.join(10)
+        assert rec.stats()['accepted'] == 2
+
+
+def test_concurrent_requests_all_land():
+    with SegmentReceiver() as rec:
+        answers = []
+
+        def send(part):
+            answers.append(post(rec, [msg(part * 100 + i) for i in range(100)],
+                                timeout=10).status_code)
+        threads = [threading.Thread(target=send, args=(part,)) for part in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(20)
+        assert answers == [200] * 8
+        stats = rec.stats()
+        assert stats['accepted'] == 800 and stats['requests'] == 8 and stats['duplicates'] == 0
 
 
 def statuses(seed, n=30):
