@@ -244,10 +244,11 @@ def _cmd(args: List[str]) -> str:
 
 
 def code_fingerprint() -> str:
-    """sha1 over the measured code (pipeline/, transforms/, bench/ *.py), to tell versions apart."""
+    """sha1 over the measured code (pipeline/, transforms/, bench/ and devtools/ *.py: the
+    receiver and the corpus generator shape the figures too), to tell versions apart."""
     import hashlib
     h = hashlib.sha1()
-    for folder in ('pipeline', 'transforms', 'bench'):
+    for folder in ('pipeline', 'transforms', 'bench', 'devtools'):
         for path in sorted((ROOT / folder).glob('*.py')):
             h.update(path.relative_to(ROOT).as_posix().encode() + b'\0' + path.read_bytes())
     return h.hexdigest()[:12]
@@ -372,7 +373,7 @@ def write_results(path: Path, ctx: dict) -> None:
         '# Benchmark results' + (' (smoke: correctness only, timings not meaningful)' if smoke else ''),
         '',
         f'Rewritten by every run of the command below. Generated {ctx["date"]}; code fingerprint '
-        f'`{ctx["code"]}` (sha1 of pipeline/, transforms/, bench/ *.py; checked again before every run); '
+        f'`{ctx["code"]}` (sha1 of pipeline/, transforms/, bench/, devtools/ *.py; checked again before every run); '
         f'the whole benchmark took {ctx["took_s"] / 60:.0f} min.',
         '',
         '```',
