@@ -3,10 +3,8 @@ import sys
 
 
 def main() -> None:
-    from pipeline.startup import skip_unneeded_imports
-    skip_unneeded_imports(sys.argv[1:])
-    from pipeline.main import main as run_command
-    run_command()
+    from pipeline.startup import import_command
+    import_command(sys.argv[1:])()
 
 
 if __name__ == '__main__':

@@ -10,6 +10,7 @@ would. Only the command line does this, and only before Beam is imported: a stor
 anywhere on it (``gs://``, ``s3://``, ``azfs://``) or a Dataflow run keeps everything.
 This module imports nothing from Beam.
 """
+import gc
 import sys
 from typing import Iterable, List, MutableMapping, Tuple
 
@@ -50,3 +51,23 @@ def skip_unneeded_imports(argv: Iterable[str], modules: MutableMapping = sys.mod
     for module in skipped:
         modules.setdefault(module, None)
     return skipped
+
+
+def import_command(argv: Iterable[str]):
+    """The command's entry point (pipeline.main.main), imported as the command should be.
+
+    Besides skipping what these arguments never use, importing Beam leaves ~190,000 long-lived
+    objects that the cycle collector would scan again and again while they are made (~0.1 s of
+    a ~0.8 s start-up) and in every later full pass, in this process and in the warm workers
+    forked from it (copying the memory pages each pass touches). Imported with collection off
+    and then frozen, they are never scanned (what Python's `gc.freeze` documentation advises
+    before forking).
+    """
+    skip_unneeded_imports(argv)
+    gc.disable()
+    try:
+        from pipeline.main import main
+    finally:
+        gc.freeze()
+        gc.enable()
+    return main

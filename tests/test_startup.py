@@ -134,3 +134,20 @@ def test_nothing_changes_in_this_interpreter_where_beam_is_imported():
     assert 'apache_beam' in sys.modules   # the test session imported it
     assert skip_unneeded_imports(['--input', '/data']) == []
     assert sys.modules.get(GCS, 'absent') is not None
+
+
+@pytest.mark.slow   # a fresh interpreter importing Beam, ~1.5 s
+def test_the_command_is_imported_with_its_objects_frozen_and_collection_back_on():
+    proc = subprocess.run([sys.executable, '-c', (
+        'import gc, json, sys\n'
+        'from pipeline.startup import import_command\n'
+        'main = import_command(["--input", "/data"])\n'
+        'print(json.dumps({"frozen": gc.get_freeze_count(), "enabled": gc.isenabled(),\n'
+        '                  "main": main.__module__ + "." + main.__name__,\n'
+        '                  "gcs_skipped": sys.modules.get("apache_beam.io.gcp.gcsfilesystem",\n'
+        '                                                 "absent") is None}))')],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout)
+    assert seen['frozen'] > 50_000 and seen['enabled']
+    assert seen['main'] == 'pipeline.main.main' and seen['gcs_skipped']
