@@ -77,6 +77,29 @@ def test_the_skipped_modules_are_the_ones_beam_imports_best_effort():
     assert f'try:\n  from {package} import {name} as' in inspect.getsource(dataflow_runner)
 
 
+def test_the_command_is_imported_after_the_skips_between_collector_off_and_freeze(monkeypatch):
+    """In-process (the import itself is instant here, Beam being loaded): the order of the
+    steps. What they do to a fresh interpreter is checked in a subprocess below."""
+    import pipeline.main
+    import pipeline.startup as startup
+    steps = []
+
+    class Collector:
+        def disable(self):
+            steps.append('disable')
+
+        def freeze(self):
+            steps.append('freeze')
+
+        def enable(self):
+            steps.append('enable')
+    monkeypatch.setattr(startup, 'gc', Collector())
+    monkeypatch.setattr(startup, 'skip_unneeded_imports',
+                        lambda argv: steps.append(('skip', list(argv))))
+    assert startup.import_command(['--input', '/data']) is pipeline.main.main
+    assert steps == [('skip', ['--input', '/data']), 'disable', 'freeze', 'enable']
+
+
 PROBE = r'''
 import json, sys
 from pipeline.startup import skip_unneeded_imports
