@@ -2,6 +2,7 @@
 loopback port, a server waited for until it answers and stopped for sure, and an access log
 read as (method, path, status) per request."""
 import re
+import socket
 import subprocess
 import time
 import urllib.parse
@@ -13,7 +14,6 @@ _ACCESS_LINE = re.compile(r'"(GET|HEAD|PUT|POST|DELETE) (\S+) HTTP/[\d.]+" (\d{3
 
 
 def free_port(host: str = HOST) -> int:
-    import socket
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
