@@ -26,8 +26,6 @@ from typing import Dict, Iterable, List, Optional, Tuple
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.manifest import Delivered, delivered_lines
-
 LEDGER_DIR = 'delivered'
 SEGMENT_PREFIX, SEGMENT_SUFFIX = 'segment-', '.jsonl'
 COMPACTED_PREFIX, COMPACTED_SUFFIX = 'compacted-', '.jsonl.gz'
@@ -35,6 +33,15 @@ PENDING_SUFFIX = '.pending'
 COMPACT_AFTER = 24   # objects; two hours of five-minute runs
 
 log = logging.getLogger(__name__)
+
+# One delivered file: (path, bytes, modification stamp in seconds as listed).
+Delivered = Tuple[str, int, float]
+
+
+def delivered_lines(entries: Iterable[Delivered]) -> bytes:
+    """The per-file record's format: one JSON array `[path, bytes, stamp]` per line."""
+    return b''.join(json.dumps([path, size, stamp]).encode('utf-8') + b'\n'
+                    for path, size, stamp in entries)
 
 
 def ledger_dir(rejects: str) -> str:

@@ -15,23 +15,13 @@ manifests of other inputs. A wave stopped by SIGINT/SIGTERM left events unsent: 
 neither.
 """
 import json
-from typing import Iterable, Tuple
+from typing import Iterable
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.packing import PackedList
 from transforms.progress import LiveChannel
-
-# One delivered file: (path, bytes, modification stamp in seconds as listed).
-Delivered = Tuple[str, int, float]
-
-
-def delivered_lines(entries: Iterable[Delivered]) -> bytes:
-    """The per-file record's format: one JSON array `[path, bytes, stamp]` per line."""
-    return b''.join(json.dumps([path, size, stamp]).encode('utf-8') + b'\n'
-                    for path, size, stamp in entries)
-
 
 class WriteManifestFn(beam.DoFn):
     """Runs once, after the rejects are written (its input is their count)."""
