@@ -556,7 +556,7 @@ class SegmentReceiver:
         batch = obj.get('batch') if type(obj) is dict else None
         if type(batch) is not list:
             return (400, _err('body must be a JSON object with a "batch" list',
-                                            'invalid_request'))
+                              'invalid_request'))
         n = len(batch)
         with self._lock:
             self._max_batch_seen = max(self._max_batch_seen, n)

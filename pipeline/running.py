@@ -56,6 +56,7 @@ _WORKER_GONE = ('Socket closed', 'StatusCode.UNAVAILABLE', 'worker process exite
                 'SDK harness', 'Connection reset', 'failed to connect to all addresses',
                 'StatusCode.CANCELLED')
 
+
 @contextlib.contextmanager
 def staged_record(settings, files, wave: str, keep: bool = False):
     """Stages a wave's per-file record for its pipeline to commit (pipeline/ledger.py); when
