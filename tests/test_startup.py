@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.startup import (DATAFLOW_CLIENT, GCP_CONNECTORS, STORE_MODULES,
+from pipeline.startup import (DATAFLOW_CLIENT, GCP_CONNECTORS, PUBSUB_CLIENT, STORE_MODULES,
                               skip_unneeded_imports, unneeded_modules)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,8 +29,9 @@ GCS, S3, AZURE = (module for _, module in STORE_MODULES)
     ([], [GCS, S3, AZURE, GCP_CONNECTORS]),
 ])
 def test_a_store_is_skipped_only_when_no_argument_names_it(argv, skipped):
-    """...and the Dataflow API client is skipped by every command that is not a Dataflow run."""
-    assert unneeded_modules(argv) == skipped + [DATAFLOW_CLIENT]
+    """...and the Dataflow and Pub/Sub clients are skipped by every command that is not a
+    Dataflow run."""
+    assert unneeded_modules(argv) == skipped + [DATAFLOW_CLIENT, PUBSUB_CLIENT]
 
 
 @pytest.mark.parametrize('argv', [
@@ -43,10 +44,10 @@ def test_a_dataflow_run_skips_nothing(argv):
 
 def test_skipping_marks_each_unneeded_module_absent_and_keeps_what_is_there():
     modules = {'pipeline': object(), S3: 'already imported'}
-    assert skip_unneeded_imports(['--input', '/data'], modules) == [GCS, S3, AZURE,
-                                                                    GCP_CONNECTORS, DATAFLOW_CLIENT]
+    assert skip_unneeded_imports(['--input', '/data'], modules) == [
+        GCS, S3, AZURE, GCP_CONNECTORS, DATAFLOW_CLIENT, PUBSUB_CLIENT]
     assert modules[GCS] is None and modules[AZURE] is None and modules[GCP_CONNECTORS] is None
-    assert modules[DATAFLOW_CLIENT] is None
+    assert modules[DATAFLOW_CLIENT] is None and modules[PUBSUB_CLIENT] is None
     assert modules[S3] == 'already imported'
 
 
@@ -75,6 +76,14 @@ def test_the_skipped_modules_are_the_ones_beam_imports_best_effort():
     package, name = DATAFLOW_CLIENT.rsplit('.', 1)
     assert importlib.util.find_spec(DATAFLOW_CLIENT) is not None
     assert f'try:\n  from {package} import {name} as' in inspect.getsource(dataflow_runner)
+    # Beam's Pub/Sub module, which every file sink's expand imports, takes its client best effort
+    import apache_beam.io.gcp.pubsub as beam_pubsub
+    import apache_beam.io.iobase as iobase
+    package, name = PUBSUB_CLIENT.rsplit('.', 1)
+    assert importlib.util.find_spec(PUBSUB_CLIENT) is not None
+    assert f'try:\n  from {package} import {name}\nexcept ImportError:' in \
+        inspect.getsource(beam_pubsub)
+    assert 'from apache_beam.io.gcp.pubsub import' in inspect.getsource(iobase.Write.expand)
 
 
 def test_the_command_is_imported_after_the_skips_between_collector_off_and_freeze(monkeypatch):
@@ -103,9 +112,12 @@ def test_the_command_is_imported_after_the_skips_between_collector_off_and_freez
 PROBE = r'''
 import json, sys
 from pipeline.startup import skip_unneeded_imports
-skipped = skip_unneeded_imports(sys.argv[1:])
+skipped = skip_unneeded_imports(sys.argv[2:])
 import pipeline.main
+import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+with beam.Pipeline(runner='FnApiRunner') as p:   # a file sink, as the rejects are written
+    _ = p | beam.Create(['x']) | beam.io.WriteToText(sys.argv[1] + '/out')
 def usable(path):
     try:
         FileSystems.get_filesystem(path)
@@ -117,15 +129,19 @@ print(json.dumps({
     'usable': {s: usable(p) for s, p in (('local', '/tmp/x'), ('gs', 'gs://b/x'),
                                           ('s3', 's3://b/x'), ('azfs', 'azfs://a/c/x'))},
     'imported': sorted(m for m in ('boto3', 'azure.storage.blob', 'google.cloud.storage',
-                                   'apache_beam.io.gcp.bigquery', 'google.cloud.dataflow')
+                                   'apache_beam.io.gcp.bigquery', 'google.cloud.dataflow',
+                                   'google.cloud.pubsub')
                        if sys.modules.get(m) is not None),
+    'written': open(sys.argv[1] + '/out-00000-of-00001').read(),
 }))
 '''
 
 
 def probe(*argv):
-    proc = subprocess.run([sys.executable, '-c', PROBE, *argv], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    import tempfile
+    with tempfile.TemporaryDirectory() as out:
+        proc = subprocess.run([sys.executable, '-c', PROBE, out, *argv], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -134,7 +150,8 @@ def probe(*argv):
 def test_a_local_run_imports_no_store_client_and_still_reads_local_files():
     seen = probe('--input', '/data/currents', '--rejects', '/tmp/rejects')
     assert seen['usable'] == {'local': True, 'gs': False, 's3': False, 'azfs': False}
-    assert seen['imported'] == []
+    assert seen['imported'] == []   # not even the Pub/Sub client, a file sink being built
+    assert seen['written'] == 'x\n'
 
 
 @pytest.mark.slow   # a fresh interpreter importing Beam, ~1.5 s
@@ -150,7 +167,8 @@ def test_a_dataflow_run_keeps_every_store():
     assert seen['skipped'] == []
     assert all(seen['usable'].values())
     assert seen['imported'] == ['apache_beam.io.gcp.bigquery', 'azure.storage.blob', 'boto3',
-                                'google.cloud.dataflow', 'google.cloud.storage']
+                                'google.cloud.dataflow', 'google.cloud.pubsub',
+                                'google.cloud.storage']
 
 
 def test_nothing_changes_in_this_interpreter_where_beam_is_imported():
