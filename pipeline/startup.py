@@ -26,6 +26,13 @@ STORE_MODULES: Tuple[Tuple[str, str], ...] = (
 GCP_CONNECTORS = 'apache_beam.io.gcp.bigquery'
 # the Dataflow API client, imported best effort by apache_beam.runners.dataflow.dataflow_runner
 DATAFLOW_CLIENT = 'google.cloud.dataflow'
+# The cycle collector's thresholds for the command and the warm workers forked from it. With
+# Python's default (700) a pass runs whenever ~700 more objects are alive than at the last one,
+# which a request's batch of ~800 messages reaches at every request: ~650 passes in each of
+# two workers on 1.2M events (~0.3 CPU-s in all per worker), finding nothing: events,
+# messages and batches are acyclic and freed by reference counting. 100,000 keeps a pass for
+# real growth (bench/, README "Start-up and memory").
+COLLECTOR_THRESHOLDS = (100_000, 20, 100)
 # the Pub/Sub client, imported best effort by apache_beam.io.gcp.pubsub (this project reads
 # and writes files only, on any runner; Beam's Pub/Sub transforms stay importable without it)
 PUBSUB_CLIENT = 'google.cloud.pubsub'
@@ -66,7 +73,7 @@ def import_command(argv: Iterable[str]):
     a ~0.8 s start-up) and in every later full pass, in this process and in the warm workers
     forked from it (copying the memory pages each pass touches). Imported with collection off
     and then frozen, they are never scanned (what Python's `gc.freeze` documentation advises
-    before forking).
+    before forking). Collection then resumes at COLLECTOR_THRESHOLDS.
     """
     skip_unneeded_imports(argv)
     gc.disable()
@@ -74,5 +81,6 @@ def import_command(argv: Iterable[str]):
         from pipeline.main import main
     finally:
         gc.freeze()
+        gc.set_threshold(*COLLECTOR_THRESHOLDS)
         gc.enable()
     return main

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.startup import (DATAFLOW_CLIENT, GCP_CONNECTORS, PUBSUB_CLIENT, STORE_MODULES,
-                              skip_unneeded_imports, unneeded_modules)
+from pipeline.startup import (COLLECTOR_THRESHOLDS, DATAFLOW_CLIENT, GCP_CONNECTORS,
+                              PUBSUB_CLIENT, STORE_MODULES, skip_unneeded_imports,
+                              unneeded_modules)
 
 ROOT = Path(__file__).resolve().parents[1]
 GCS, S3, AZURE = (module for _, module in STORE_MODULES)
@@ -100,13 +101,17 @@ def test_the_command_is_imported_after_the_skips_between_collector_off_and_freez
         def freeze(self):
             steps.append('freeze')
 
+        def set_threshold(self, *thresholds):
+            steps.append(('threshold', thresholds))
+
         def enable(self):
             steps.append('enable')
     monkeypatch.setattr(startup, 'gc', Collector())
     monkeypatch.setattr(startup, 'skip_unneeded_imports',
                         lambda argv: steps.append(('skip', list(argv))))
     assert startup.import_command(['--input', '/data']) is pipeline.main.main
-    assert steps == [('skip', ['--input', '/data']), 'disable', 'freeze', 'enable']
+    assert steps == [('skip', ['--input', '/data']), 'disable', 'freeze',
+                     ('threshold', (100_000, 20, 100)), 'enable']
 
 
 PROBE = r'''
@@ -184,6 +189,7 @@ def test_the_command_is_imported_with_its_objects_frozen_and_collection_back_on(
         'from pipeline.startup import import_command\n'
         'main = import_command(["--input", "/data"])\n'
         'print(json.dumps({"frozen": gc.get_freeze_count(), "enabled": gc.isenabled(),\n'
+        '                  "thresholds": gc.get_threshold(),\n'
         '                  "main": main.__module__ + "." + main.__name__,\n'
         '                  "gcs_skipped": sys.modules.get("apache_beam.io.gcp.gcsfilesystem",\n'
         '                                                 "absent") is None}))')],
@@ -191,4 +197,5 @@ def test_the_command_is_imported_with_its_objects_frozen_and_collection_back_on(
     assert proc.returncode == 0, proc.stderr
     seen = json.loads(proc.stdout)
     assert seen['frozen'] > 50_000 and seen['enabled']
+    assert seen['thresholds'] == [100_000, 20, 100] == list(COLLECTOR_THRESHOLDS)
     assert seen['main'] == 'pipeline.main.main' and seen['gcs_skipped']
