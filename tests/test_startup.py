@@ -89,7 +89,8 @@ def test_the_skipped_modules_are_the_ones_beam_imports_best_effort():
 
 def test_the_command_is_imported_after_the_skips_between_collector_off_and_freeze(monkeypatch):
     """In-process (the import itself is instant here, Beam being loaded): the order of the
-    steps. What they do to a fresh interpreter is checked in a subprocess below."""
+    steps, the local --input folder's walk started first of all (pipeline/walk.py). What
+    they do to a fresh interpreter is checked in a subprocess below."""
     import pipeline.main
     import pipeline.startup as startup
     steps = []
@@ -109,9 +110,10 @@ def test_the_command_is_imported_after_the_skips_between_collector_off_and_freez
     monkeypatch.setattr(startup, 'gc', Collector())
     monkeypatch.setattr(startup, 'skip_unneeded_imports',
                         lambda argv: steps.append(('skip', list(argv))))
-    assert startup.import_command(['--input', '/data']) is pipeline.main.main
-    assert steps == [('skip', ['--input', '/data']), 'disable', 'freeze',
-                     ('threshold', (100_000, 20, 100)), 'enable']
+    monkeypatch.setattr(startup, 'start_ahead', lambda argv: steps.append(('walk', list(argv))))
+    assert startup.import_command(iter(['--input', '/data'])) is pipeline.main.main
+    assert steps == [('walk', ['--input', '/data']), ('skip', ['--input', '/data']), 'disable',
+                     'freeze', ('threshold', (100_000, 20, 100)), 'enable']
 
 
 PROBE = r'''
@@ -199,3 +201,23 @@ def test_the_command_is_imported_with_its_objects_frozen_and_collection_back_on(
     assert seen['frozen'] > 50_000 and seen['enabled']
     assert seen['thresholds'] == [100_000, 20, 100] == list(COLLECTOR_THRESHOLDS)
     assert seen['main'] == 'pipeline.main.main' and seen['gcs_skipped']
+
+
+@pytest.mark.slow   # a fresh interpreter importing Beam, ~1.5 s
+def test_the_command_walks_a_local_input_folder_while_it_imports(tmp_path):
+    (tmp_path / 'a' / 'b').mkdir(parents=True)
+    (tmp_path / 'a' / 'b' / 'x.avro').write_bytes(b'x' * 5)
+    proc = subprocess.run([sys.executable, '-c', (
+        'import json, sys\n'
+        'from pipeline.startup import import_command\n'
+        'import_command(sys.argv[1:])\n'
+        'import pipeline.walk as walk\n'
+        'ahead = walk._ahead\n'
+        'print(json.dumps({"child": ahead is not None and ahead.pid > 0,\n'
+        '                  "taken": walk.take_ahead(ahead.folder) if ahead else None}))'),
+        '--input', str(tmp_path), '--rejects', str(tmp_path / 'r')],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout)
+    assert seen['child']
+    assert [entry[:2] for entry in seen['taken']] == [[str(tmp_path / 'a' / 'b' / 'x.avro'), 5]]
