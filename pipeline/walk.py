@@ -75,18 +75,12 @@ class WalkAhead:
         self.folder = folder
         self._file = tempfile.TemporaryFile()   # unlinked, owner-only; the child writes here
         self.pid = os.fork()
-        if self.pid == 0:   # the child: walk, write, leave without the parent's teardown
-            code = 1
+        if self.pid == 0:   # the child: never returns, never runs the parent's teardown
+            status = 1
             try:
-                harden_process()   # as the launcher: no core file holding the listing
-                data = marshal.dumps(list(walk_folder(folder)))
-                fd = self._file.fileno()
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                code = 0
+                status = walk_into(self._file.fileno(), folder)
             finally:
-                os._exit(code)
+                os._exit(status)
 
     def take(self) -> Optional[List[Entry]]:
         """The child's walk once it has exited cleanly, else None. Closes everything."""
@@ -105,6 +99,18 @@ class WalkAhead:
             self._file.close()
 
 
+def walk_into(fd: int, folder: str) -> int:
+    """The child's work: `walk_folder(folder)`, marshalled into `fd`; 0 once all is written."""
+    try:
+        harden_process()   # as the launcher: no core file holding the listing
+        view = memoryview(marshal.dumps(list(walk_folder(folder))))
+        while view:
+            view = view[os.write(fd, view):]
+        return 0
+    except Exception:   # noqa: BLE001 - the launcher walks the folder itself
+        return 1
+
+
 _ahead: Optional[WalkAhead] = None
 
 
@@ -117,7 +123,7 @@ def start_ahead(argv: Sequence[str]) -> Optional[WalkAhead]:
     try:
         _ahead = WalkAhead(folder)
     except OSError:   # no temporary file or no fork: the listing walks the folder itself
-        _ahead = None
+        return None
     return _ahead
 
 

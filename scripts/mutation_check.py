@@ -48,6 +48,7 @@ TESTS = {
                                      'tests/test_client_behaviour.py'],
     'pipeline/paths.py': ['tests/test_paths.py', 'tests/test_launcher_edges.py'],
     'pipeline/startup.py': ['tests/test_startup.py'],
+    'pipeline/walk.py': ['tests/test_walk.py', 'tests/test_read_costs.py'],
     'transforms/packing.py': ['tests/test_read_costs.py'],
     'pipeline/endpoint.py': ['tests/test_endpoint_rules.py', 'tests/test_launcher_edges.py',
                              'tests/test_segment_client.py'],

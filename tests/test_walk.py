@@ -6,6 +6,8 @@ command lines start it, that the listing takes it once and for its folder only, 
 failure of the child leaves the listing to walk the folder itself.
 """
 import os
+import signal
+import time
 
 import pytest
 
@@ -40,12 +42,21 @@ def entries(folder):
 
 
 def test_the_folder_is_what_the_listing_walks_for_input(tmp_path):
-    folder = str(tmp_path)
+    folder = str(tmp_path / 'eXport X')   # no character of a glob, a scheme or a slash
+    os.mkdir(folder)
     assert walk.local_input_folder(['--input', folder]) == folder
     assert walk.local_input_folder(['--input=' + folder + '/', '--plan']) == folder
     assert walk.local_input_folder(['--input', '/nowhere', '--input', folder]) == folder  # last
     assert input_pattern(folder + '/') == folder + '/**'   # the listing's folder: no slash
     assert listing._local_folder(input_pattern(folder + '/')) == folder
+    assert walk.local_input_folder(['--input', '/']) == '/'
+
+
+def test_a_store_url_is_never_a_local_folder_even_where_one_has_its_name(tmp_path, monkeypatch):
+    (tmp_path / 'gs:' / 'bucket').mkdir(parents=True)   # "gs://bucket" as a relative path
+    monkeypatch.chdir(tmp_path)
+    assert os.path.isdir('gs://bucket')
+    assert walk.local_input_folder(['--input', 'gs://bucket']) is None
 
 
 @pytest.mark.parametrize('argv', [
@@ -117,13 +128,23 @@ def test_a_failed_walk_leaves_the_listing_to_walk(tmp_path, monkeypatch):
     assert walk._ahead is None
 
 
-def test_a_child_reaped_elsewhere_or_killed_gives_nothing(tmp_path):
+def test_a_child_reaped_elsewhere_or_killed_gives_nothing(tmp_path, monkeypatch):
     folder = export(tmp_path)
     ahead = walk.WalkAhead(folder)
     os.waitpid(ahead.pid, 0)   # e.g. a library's wait() for any child
     assert ahead.take() is None and ahead._file.closed
+    write = walk.walk_into
+
+    def wrote_then_hung(fd, f):
+        write(fd, f)
+        time.sleep(60)   # killed here, its file complete
+        return 0
+    monkeypatch.setattr(walk, 'walk_into', wrote_then_hung)
     ahead = walk.WalkAhead(folder)
-    os.kill(ahead.pid, 9)
+    deadline = time.monotonic() + 30
+    while os.fstat(ahead._file.fileno()).st_size == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(ahead.pid, signal.SIGKILL)
     assert ahead.take() is None
 
 
@@ -134,8 +155,58 @@ def test_the_listing_walks_when_the_walk_ahead_fails(tmp_path, monkeypatch):
     assert len(list(walk_local_folder(folder))) == 3
 
 
+def test_the_childs_work_writes_the_walk_and_says_whether_it_is_whole(tmp_path, monkeypatch):
+    folder = export(tmp_path)
+    hardened = []
+    monkeypatch.setattr(walk, 'harden_process', lambda: hardened.append(True))
+    with open(tmp_path / 'out', 'w+b') as out:
+        assert walk.walk_into(out.fileno(), folder) == 0
+        out.seek(0)
+        assert sorted(walk.marshal.loads(out.read())) == entries(folder)
+    assert hardened == [True]   # owner-only files, no core file, before the walk
+    monkeypatch.setattr(walk, 'walk_folder', lambda f: iter([('x', 1, object())]))  # unmarshallable
+    with open(tmp_path / 'bad', 'w+b') as out:
+        assert walk.walk_into(out.fileno(), folder) == 1
+
+
+def test_a_child_that_exits_with_an_error_gives_nothing_whatever_it_wrote(tmp_path, monkeypatch):
+    folder = export(tmp_path)
+    write = walk.walk_into
+
+    def wrote_then_failed(fd, f):
+        assert write(fd, f) == 0
+        return 3
+    monkeypatch.setattr(walk, 'walk_into', wrote_then_failed)
+    assert walk.WalkAhead(folder).take() is None
+
+
 def test_the_walk_file_is_owner_only_and_unlinked(tmp_path):
     ahead = walk.WalkAhead(export(tmp_path))
     stat = os.fstat(ahead._file.fileno())
     assert stat.st_nlink == 0 and stat.st_mode & 0o077 == 0
     assert ahead.take() is not None
+
+
+def test_an_entry_whose_kind_cannot_be_read_is_a_file_as_for_os_walk(tmp_path, monkeypatch):
+    class Entry:
+        path = str(tmp_path / 'odd.avro')
+
+        def is_dir(self):
+            raise PermissionError('cannot tell')
+
+        def is_symlink(self):
+            return False
+
+        def stat(self):
+            return os.stat_result((0o100600, 0, 0, 1, 0, 0, 7, 0, 5, 0))
+
+    class Listing(list):
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+    opened = []
+    monkeypatch.setattr(walk.os, 'scandir', lambda p: opened.append(p) or Listing([Entry()]))
+    assert list(walk.walk_folder('top')) == [(Entry.path, 7, 5)]
+    assert opened == ['top']   # not entered as a folder
