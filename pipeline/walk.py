@@ -10,7 +10,7 @@ The child is forked while the command is one thread with only the standard libra
 writes into an unlinked owner-only temporary file; the launcher reads the file once the child
 has exited cleanly. Anything else (no fork, the child failed or was reaped elsewhere, another
 folder asked for) means the launcher walks the folder itself, as it would have anyway.
-This module imports nothing from Beam.
+This module (and what it imports) uses nothing from Beam.
 """
 import marshal
 import os
@@ -18,9 +18,9 @@ import tempfile
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 from pipeline.hardening import harden_process
+from pipeline.paths import is_glob
 
 Entry = Tuple[str, int, float]   # path, bytes, modification time (as Beam's FileMetadata)
-_GLOB_CHARS = frozenset('*?[')
 
 
 def walk_folder(folder: str) -> Iterator[Entry]:
@@ -62,7 +62,7 @@ def local_input_folder(argv: Sequence[str]) -> Optional[str]:
             value = argv[i + 1]
         elif arg.startswith('--input='):
             value = arg[len('--input='):]
-    if not value or '://' in value or _GLOB_CHARS & set(value):
+    if not value or '://' in value or is_glob(value):
         return None
     folder = value.rstrip('/') or value
     return folder if os.path.isdir(folder) else None
