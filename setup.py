@@ -29,9 +29,10 @@ setuptools.setup(
         'google-cloud-secret-manager>=2.20,<3',
     ],
     extras_require={
+        # msgspec: the local receiver (devtools/receiver.py) checks the common request with it
         'test': ['pytest>=8', 'hypothesis>=6.100', 'gcp-storage-emulator>=2024.8.3',
-                 'moto[server]>=5.2,<6'],
-        'bench': ['segment-analytics-python==2.4.0'],
+                 'moto[server]>=5.2,<6', 'msgspec>=0.18,<1'],
+        'bench': ['segment-analytics-python==2.4.0', 'msgspec>=0.18,<1'],
     },
     entry_points={'console_scripts': ['currents-to-segment=pipeline.__main__:main']},
 )

@@ -14,7 +14,7 @@ Where it departs from Segment, on purpose:
 - A request without ``Content-Type: application/json`` is served but counted in
   ``bad_content_type``. Segment calls the header mandatory but does not say what it does without it.
 
-Stdlib (plus orjson, when there) so that it starts fast as a subprocess. Accepted messages are
+Stdlib (plus orjson and msgspec, when there) so that it starts fast as a subprocess. Accepted messages are
 kept as the request bodies they came in, not as dicts or per-message copies, and turned into
 messages only when asked: the receiver shares the benchmark machine's cores with the clients
 it measures, and a real Segment costs them no CPU at all.
@@ -38,6 +38,7 @@ import uuid
 import zlib
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Annotated, Any, List, Literal, Optional, Union
 
 __all__ = ['SegmentReceiver', 'FAULT_KINDS', 'MODES', 'control_headers', 'main']
 
@@ -152,6 +153,106 @@ def _item_error(m, poison):
         except ValueError:
             return 'timestamp_invalid'
     return None
+
+
+# -- the common case, checked without building the messages ----------------------------------------
+# A well-formed request from a careful client (every item valid, each with its messageId, no
+# envelope context) is checked by msgspec's typed decoder: the checks `_item_error` makes run in
+# C, nothing is built for properties or context, and each item's span in the body bounds its
+# size. Anything else (an item that fails a check, a missing messageId, an envelope to merge,
+# a message that may be near 32 KB, bytes msgspec does not judge as the slow path does) takes
+# the full path below, which decides the answer. The receiver shares the benchmark machine's
+# cores with the clients it measures; this path costs it less than half the CPU of the other.
+try:
+    import msgspec
+except ImportError:  # pragma: no cover
+    msgspec = None
+
+# A compact re-encoding is at most ~4.5x the span of its source (`1e15` -> 1000000000000000.0);
+# items whose span is under the limit divided by this margin cannot be over the limit.
+_SPAN_MARGIN = 8
+
+if msgspec is not None:
+    _NOT_GIVEN = msgspec.UNSET
+
+    class _AnyObject(msgspec.Struct, gc=False):
+        """Any JSON object, skipped over (not built); anything else fails."""
+
+    class _Item(msgspec.Struct, gc=False):
+        messageId: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+        type: Literal['identify', 'group', 'track', 'page', 'screen', 'alias']
+        userId: Optional[Annotated[str, msgspec.Meta(min_length=1)]] = None
+        anonymousId: Optional[Annotated[str, msgspec.Meta(min_length=1)]] = None
+        event: Any = None
+        name: Any = _NOT_GIVEN
+        timestamp: Union[str, msgspec.UnsetType] = _NOT_GIVEN
+        properties: _AnyObject = None
+        traits: _AnyObject = None
+        context: _AnyObject = None
+        integrations: _AnyObject = None
+
+    class _Body(msgspec.Struct, gc=False):
+        batch: List[_Item]
+        sentAt: Any = None
+        context: Any = _NOT_GIVEN
+        integrations: Any = _NOT_GIVEN
+
+    class _Spans(msgspec.Struct, gc=False):
+        batch: List[msgspec.Raw]
+
+    _FAST_BODY = msgspec.json.Decoder(_Body).decode
+    _FAST_SPANS = msgspec.json.Decoder(_Spans).decode
+    _FAST_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
+
+
+def _all_valid(body: bytes, max_messages: int, max_message_bytes: int):
+    """(items, sentAt) when every item of the request passes `_item_error` and the size limit,
+    nothing is to be merged or assigned and the body is plain UTF-8; else None (take the full
+    path, which then finds what is wrong or fine)."""
+    if msgspec is None:
+        return None
+    if not body.isascii():
+        try:   # msgspec does not check the UTF-8 of strings it skips; json does
+            body.decode('utf-8')
+        except UnicodeDecodeError:
+            return None
+    try:
+        parsed = _FAST_BODY(body)
+    except _FAST_ERRORS:
+        return None
+    items = parsed.batch
+    if not 0 < len(items) <= max_messages or parsed.context is not _NOT_GIVEN \
+            or parsed.integrations is not _NOT_GIVEN:
+        return None
+    for m in items:
+        t = m.type
+        if m.userId is None and m.anonymousId is None:
+            return None
+        if t == 'track':
+            ev = m.event
+            if type(ev) is not str or not ev:
+                return None
+        elif t in _NAMED_TYPES and m.name is not _NOT_GIVEN and type(m.name) is not str:
+            return None
+        ts = m.timestamp
+        if ts is not _NOT_GIVEN:
+            try:
+                datetime.fromisoformat(ts)
+            except ValueError:
+                return None
+    limit = max_message_bytes // _SPAN_MARGIN
+    if len(body) > limit:
+        try:
+            spans = _FAST_SPANS(body).batch
+        except _FAST_ERRORS:
+            return None
+        for span in spans:
+            if len(span) > limit and len(_encode(_decode(bytes(span)))) > max_message_bytes:
+                return None
+    return items, parsed.sentAt
+
+
+_NAMED_TYPES = frozenset(('page', 'screen'))
 
 
 class _Server(ThreadingHTTPServer):
@@ -538,6 +639,16 @@ class SegmentReceiver:
             with self._lock:
                 self._max_request_bytes = max(self._max_request_bytes, len(body))
 
+        if header_ok and bad_encoding is None and not too_large and \
+                not self.poison_message_ids and self._store_file is None:
+            fast = _all_valid(body, self.max_batch_messages, self.max_message_bytes)
+            if fast is not None:
+                items, sent_at = fast
+                with self._lock:
+                    self._max_batch_seen = max(self._max_batch_seen, len(items))
+                return self._keep(raw, body, t_arrival, len(items), sent_at,
+                                  [(m.messageId, i) for i, m in enumerate(items)], 0, 0, None)
+
         obj, parse_error = None, None
         if bad_encoding is None and not too_large:
             try:
@@ -564,7 +675,9 @@ class SegmentReceiver:
             return (400, _err('empty batch', 'empty_batch'))
 
         # One oversize message fails the whole request (Segment's HTTP API page).
-        if len(body) > self.max_message_bytes and \
+        # (A body shorter than the limit can still hold a longer message: `1e15` re-encodes
+        # as 1000000000000000.0.)
+        if len(body) > self.max_message_bytes // _SPAN_MARGIN and \
                 max(map(len, map(_encode, batch))) > self.max_message_bytes:
             return (400, _TOO_LARGE)
 
@@ -602,7 +715,11 @@ class SegmentReceiver:
                 changed = True
             new_ids.append((m['messageId'], _encode(m) if changed else i))
 
-        sent_at = obj.get('sentAt')
+        return self._keep(raw, body, t_arrival, n, obj.get('sentAt'), new_ids, invalid, missing,
+                          batch)
+
+    def _keep(self, raw, body, t_arrival, n, sent_at, new_ids, invalid, missing, batch):
+        """Store the first copy of each messageId and count the request: (200, answer)."""
         with self._lock:
             store, fresh, dups = self._store, [], 0
             number = len(self._bodies)
