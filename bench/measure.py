@@ -240,3 +240,49 @@ def calibrate(repeat: int = 3) -> float:
             d[i & 1023] = f'{i}:{i * 7}'
         best = min(best, time.perf_counter() - start)
     return best * 1000
+
+
+def warm_page_cache(folder: str, chunk: int = 1 << 20) -> tuple:
+    """Reads every file under `folder` once, so that the run after it reads from memory.
+
+    This VM's kernel reclaims pages left unused for a while (it runs DAMON, `kdamond`): a corpus
+    untouched since the previous round was partly read from disk again, and the variant that
+    came first waited tens of seconds for I/O (vmstat `bi`, /proc/pressure/io). Every variant
+    gets the same warm cache. Returns (files, bytes, seconds).
+    """
+    started = time.monotonic()
+    files = size = 0
+    for dirpath, _, names in os.walk(folder):
+        for name in names:
+            try:
+                with open(os.path.join(dirpath, name), 'rb', buffering=0) as fh:
+                    while True:
+                        block = fh.read(chunk)
+                        if not block:
+                            break
+                        size += len(block)
+            except OSError:
+                continue
+            files += 1
+    return files, size, time.monotonic() - started
+
+
+def io_full_stall_s(text: str) -> Optional[float]:
+    """Seconds, since boot, in which every non-idle task waited for I/O: the `full` line's
+    total (microseconds) of /proc/pressure/io. None if the text has no such line."""
+    for line in text.splitlines():
+        if line.startswith('full '):
+            for field in line.split()[1:]:
+                key, _, value = field.partition('=')
+                if key == 'total' and value.isdigit():
+                    return int(value) / 1e6
+    return None
+
+
+def io_stall_s() -> Optional[float]:
+    """io_full_stall_s of this machine now; None where the kernel has no pressure accounting."""
+    try:
+        with open('/proc/pressure/io') as fh:
+            return io_full_stall_s(fh.read())
+    except OSError:
+        return None

@@ -42,8 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from bench.measure import (Measured, calibrate, machine_busy_s, process_cpu_s, run_measured,
-                           self_cpu_s, wait_for_quiet)
+from bench.measure import (Measured, calibrate, io_stall_s, machine_busy_s, process_cpu_s,
+                           run_measured, self_cpu_s, wait_for_quiet, warm_page_cache)
 from bench.receiver import Receiver
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,6 +133,7 @@ def _tail(path: str, n: int = 3) -> str:
 def run_once(v: Variant, corpus: str, report, rundir: str, args, label: str) -> dict:
     os.makedirs(rundir, exist_ok=True)
     env = dict(os.environ, SEGMENT_WRITE_KEY=WRITE_KEY)
+    warmed_s = warm_page_cache(corpus)[2]
     waited, load_before = 0.0, None
     if getattr(args, 'wait_quiet', 0):
         waited, load_before = wait_for_quiet(max_wait=args.wait_quiet)
@@ -145,10 +146,12 @@ def run_once(v: Variant, corpus: str, report, rundir: str, args, label: str) -> 
     try:
         cmd = command_for(v, corpus, rundir, receiver, args)
         busy0, self0, recv0 = machine_busy_s(), self_cpu_s(), process_cpu_s(receiver.proc.pid)
+        io0 = io_stall_s()
         m: Measured = run_measured(cmd, env=env, cwd=str(ROOT),
                                    stdout_path=os.path.join(rundir, 'stdout.txt'),
                                    stderr_path=os.path.join(rundir, 'stderr.txt'),
                                    timeout=args.timeout)
+        io1 = io_stall_s()
         receiver_cpu = process_cpu_s(receiver.proc.pid) - recv0
         busy = machine_busy_s() - busy0
         bench_cpu = self_cpu_s() - self0
@@ -193,6 +196,9 @@ def run_once(v: Variant, corpus: str, report, rundir: str, args, label: str) -> 
         'foreign_cpu_s': max(0.0, busy - m.cpu_s - receiver_cpu - bench_cpu),
         'foreign_cpus': max(0.0, busy - m.cpu_s - receiver_cpu - bench_cpu) / m.wall_s if m.wall_s else 0.0,
         'bench_cpu_s': bench_cpu, 'waited_for_quiet_s': waited, 'calibration_ms': speed_ms,
+        # seconds of the run in which every task waited for I/O (None: no /proc/pressure/io)
+        'io_stall_s': io1 - io0 if io0 is not None and io1 is not None else None,
+        'warm_cache_s': warmed_s,
         'code': code,
         'requests': stats.get('requests'), 'accepted': stats.get('accepted'),
         'duplicates': stats.get('duplicates'), 'max_batch_messages_seen': stats.get('max_batch_messages_seen'),
@@ -201,9 +207,31 @@ def run_once(v: Variant, corpus: str, report, rundir: str, args, label: str) -> 
     status = 'ok' if result['ok'] else 'FAILED: ' + '; '.join(problems)
     print(f'  {label:<28} {v.name:<14} {result["events_per_s"]:>9,.0f} ev/s  wall {m.wall_s:6.1f}s  '
           f'cpu {m.cpu_s:6.1f}s  maxrss {result["maxrss_mib"]:6.0f} MiB  tree pss {result["tree_pss_peak_mib"]:5.0f} rss {result["tree_rss_peak_mib"]:5.0f} MiB  '
-          f'receiver cpu {receiver_cpu:5.1f}s  other load {result["foreign_cpus"]:.2f} CPUs  calib {speed_ms:.0f} ms  {status}',
+          f'receiver cpu {receiver_cpu:5.1f}s  other load {result["foreign_cpus"]:.2f} CPUs  '
+          f'io stall {_stall(result)}  calib {speed_ms:.0f} ms  {status}',
           flush=True)
     return result
+
+
+def _stall(run: dict) -> str:
+    stall = run.get('io_stall_s')
+    return 'n/a' if stall is None else f'{stall:.1f}s'
+
+
+def paired_rounds(runs: List[dict]) -> List[dict]:
+    """Per round (the runs that share a label), pipeline / reference: events/s and CPU per
+    event. The variants of a round run one after the other, so a slow moment of the machine
+    lands on fewer of them than on medians taken over all rounds separately."""
+    by_label = {}
+    for r in runs:
+        by_label.setdefault(r['label'], {})[r['variant']] = r
+    rows = []
+    for label, v in by_label.items():
+        p, ref = v.get('pipeline'), v.get('reference')
+        if p and ref and p['ok'] and ref['ok'] and ref['events_per_s'] and ref['cpu_s_per_1k']:
+            rows.append({'label': label, 'vs_reference': p['events_per_s'] / ref['events_per_s'],
+                         'cpu_vs_reference': p['cpu_s_per_1k'] / ref['cpu_s_per_1k']})
+    return rows
 
 
 def aggregate(runs: List[dict]) -> dict:
@@ -420,6 +448,29 @@ def write_results(path: Path, ctx: dict) -> None:
             f'{os.cpu_count()} cores it shares with the receiver: reference wall s / ((reference '
             f'CPU s + the receiver\'s CPU s in the pipeline\'s runs) / cores). No pipeline on this '
             f'machine can exceed it; a target above it cannot be met here.', '']
+        paired = [(s, paired_rounds(s['runs'])) for s, t in rows if t]
+        if any(p for _, p in paired):
+            lines += [
+                '## Pipeline / reference round by round',
+                '',
+                'The variants of a round run one after the other; the ratio within a round meets '
+                'fewer of the machine\'s slow moments than the table above, which divides medians '
+                'taken separately.',
+                '',
+                '| corpus | events/s ratio per round (median) | CPU per event ratio per round (median) |',
+                '|---|---|---|',
+            ]
+            for s, p in paired:
+                if not p:
+                    continue
+                c = s['corpus']
+                speed = ', '.join(f'{r["vs_reference"]:.2f}' for r in p)
+                cpu = ', '.join(f'{r["cpu_vs_reference"]:.2f}' for r in p)
+                lines.append(
+                    f'| {_f(c["events"])} events, {c["days"]} d | {speed} '
+                    f'({statistics.median(r["vs_reference"] for r in p):.2f}) | {cpu} '
+                    f'({statistics.median(r["cpu_vs_reference"] for r in p):.2f}) |')
+            lines.append('')
     scaling = memory_scaling(ctx['sections'])
     if scaling:
         lines += [
@@ -486,15 +537,15 @@ def write_results(path: Path, ctx: dict) -> None:
     lines += [
         '## Every run',
         '',
-        '| # | corpus | variant | status | events/s | wall s | CPU s (user+sys) | ru_maxrss MiB | tree PSS MiB | tree RSS MiB (procs) | requests | receiver CPU s | other load, CPUs | calibration ms | code |',
-        '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+        '| # | corpus | variant | status | events/s | wall s | CPU s (user+sys) | ru_maxrss MiB | tree PSS MiB | tree RSS MiB (procs) | requests | receiver CPU s | other load, CPUs | I/O stall s | calibration ms | code |',
+        '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
     ]
     for i, r in enumerate(runs_all, 1):
         status = 'OK' if r['ok'] else '**FAILED**: ' + '; '.join(r['problems']).replace('|', '/')
         lines.append(f'| {i} | {r["corpus"]} | {r["variant"]} ({r["label"]}) | {status} | {_f(r["events_per_s"])} | '
                      f'{r["wall_s"]:.1f} | {r["cpu_s"]:.1f} ({r["user_s"]:.1f}+{r["sys_s"]:.1f}) | '
                      f'{r["maxrss_mib"]:.0f} | {r.get("tree_pss_peak_mib", 0):.0f} | {r["tree_rss_peak_mib"]:.0f} ({r["tree_procs_max"]}) | {r["requests"]} | '
-                     f'{r["receiver_cpu_s"]:.1f} | {r["foreign_cpus"]:.2f} | {r["calibration_ms"]:.0f} | '
+                     f'{r["receiver_cpu_s"]:.1f} | {r["foreign_cpus"]:.2f} | {_stall(r)} | {r["calibration_ms"]:.0f} | '
                      f'`{r["code"]}` |')
     lines += [
         '',
@@ -525,6 +576,11 @@ def write_results(path: Path, ctx: dict) -> None:
         'shared (other test suites); a run with other load above ~0.2 CPUs has an inflated wall time '
         'and a lower events/s, while its CPU s / 1k events stays comparable. Before each run the '
         f'benchmark waits (up to {ctx["wait_quiet"]:g}s) until other load is below 0.3 CPUs.',
+        '- Page cache: before each run the benchmark reads every file of the corpus once (not '
+        'timed), so that every variant reads from memory. This VM\'s kernel reclaims pages left '
+        'unused for a while, and a corpus untouched since the previous round was partly read from '
+        'disk again, stalling whichever variant came first. I/O stall s: the seconds of the run in '
+        'which every task waited for I/O (/proc/pressure/io, "full"); it should be near 0.',
         '- Calibration ms: a fixed pure-Python loop timed just before each run (best of 3). It drifts on '
         'this virtual machine even when no other process is busy (the host is shared); runs with a '
         'higher value ran on a slower CPU, which shows in both their wall and CPU time.',
