@@ -45,7 +45,9 @@ __all__ = ['SegmentReceiver', 'FAULT_KINDS', 'MODES', 'control_headers', 'main']
 FAULT_KINDS = ('429', '429-no-retry-after', '500', '503', 'reset', 'slow')
 MODES = ('normal', 'refuse_503', 'unauthorized_401')
 BATCH_PATH = '/v1/batch'
-_VALID_TYPES = frozenset(('identify', 'group', 'track', 'page', 'screen', 'alias'))
+_TYPE_NAMES = ('identify', 'group', 'track', 'page', 'screen', 'alias')
+_VALID_TYPES = frozenset(_TYPE_NAMES)
+_NAMED_TYPES = frozenset(('page', 'screen'))   # a `name` must be a string
 _HARD_BODY_CAP = 64 * 1024 * 1024   # never read more than this off the wire
 
 
@@ -140,7 +142,7 @@ def _item_error(m, poison):
         return 'context_not_object'
     if 'integrations' in m and type(m['integrations']) is not dict:
         return 'integrations_not_object'
-    if 'name' in m and t in ('page', 'screen') and type(m['name']) is not str:
+    if 'name' in m and t in _NAMED_TYPES and type(m['name']) is not str:
         return 'name_not_string'
     if 'messageId' in m and (type(mid) is not str or not 0 < len(mid) <= 100):
         return 'message_id_invalid'
@@ -180,7 +182,7 @@ if msgspec is not None:
 
     class _Item(msgspec.Struct, gc=False):
         messageId: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
-        type: Literal['identify', 'group', 'track', 'page', 'screen', 'alias']
+        type: Literal[_TYPE_NAMES]
         userId: Optional[Annotated[str, msgspec.Meta(min_length=1)]] = None
         anonymousId: Optional[Annotated[str, msgspec.Meta(min_length=1)]] = None
         event: Any = None
@@ -251,8 +253,6 @@ def _all_valid(body: bytes, max_messages: int, max_message_bytes: int):
                 return None
     return items, parsed.sentAt
 
-
-_NAMED_TYPES = frozenset(('page', 'screen'))
 
 
 class _Server(ThreadingHTTPServer):

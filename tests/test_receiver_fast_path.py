@@ -40,7 +40,7 @@ class _Delete:
 DELETE = _Delete()   # in a change: drop the key
 
 
-def outcome(body: bytes, monkeypatch=None, fast=True, **receiver_kw):
+def outcome(body: bytes, fast=True, **receiver_kw):
     """(status, answer, stats without timings, stored messages) for one request."""
     rec = SegmentReceiver(**receiver_kw)
     if fast:
