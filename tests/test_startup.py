@@ -11,28 +11,30 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.startup import (COLLECTOR_THRESHOLDS, DATAFLOW_CLIENT, GCP_CONNECTORS,
-                              PUBSUB_CLIENT, STORE_MODULES, skip_unneeded_imports,
-                              unneeded_modules)
+from pipeline.startup import (ARROW, COLLECTOR_THRESHOLDS, DATAFLOW_CLIENT, GCP_API_CLIENT,
+                              GCP_CONNECTORS, MONGODB_ABSENT, MONGODB_CLIENT, PUBSUB_CLIENT,
+                              STORE_MODULES, skip_unneeded_imports, unneeded_modules)
 
 ROOT = Path(__file__).resolve().parents[1]
 GCS, S3, AZURE = (module for _, module in STORE_MODULES)
+GCP = [GCP_CONNECTORS, GCP_API_CLIENT]
+NEVER_USED = [DATAFLOW_CLIENT, PUBSUB_CLIENT, 'bson', 'pymongo', 'pyarrow']
 
 
 @pytest.mark.parametrize('argv, skipped', [
-    (['--input', '/data/currents', '--rejects', '/tmp/r'], [GCS, S3, AZURE, GCP_CONNECTORS]),
+    (['--input', '/data/currents', '--rejects', '/tmp/r'], [GCS, S3, AZURE, *GCP]),
     (['--input', 'gs://b/currents'], [S3, AZURE]),
     (['--input', '/data', '--rejects', 'GS://b/rejects'], [S3, AZURE]),   # scheme in any case
-    (['--input', 's3://b/currents', '--rejects', '/tmp/r'], [GCS, AZURE, GCP_CONNECTORS]),
-    (['--input', 'azfs://acct/c/export'], [GCS, S3, GCP_CONNECTORS]),
-    (['--input=s3://b/x', '--summary_output=azfs://a/c/s.json'], [GCS, GCP_CONNECTORS]),
+    (['--input', 's3://b/currents', '--rejects', '/tmp/r'], [GCS, AZURE, *GCP]),
+    (['--input', 'azfs://acct/c/export'], [GCS, S3, *GCP]),
+    (['--input=s3://b/x', '--summary_output=azfs://a/c/s.json'], [GCS, *GCP]),
     (['replay', '--rejects', 'gs://b/rejects'], [S3, AZURE]),
-    ([], [GCS, S3, AZURE, GCP_CONNECTORS]),
+    ([], [GCS, S3, AZURE, *GCP]),
 ])
 def test_a_store_is_skipped_only_when_no_argument_names_it(argv, skipped):
-    """...and the Dataflow and Pub/Sub clients are skipped by every command that is not a
-    Dataflow run."""
-    assert unneeded_modules(argv) == skipped + [DATAFLOW_CLIENT, PUBSUB_CLIENT]
+    """...and the Dataflow, Pub/Sub and MongoDB clients and pyarrow are skipped by every
+    command that is not a Dataflow run."""
+    assert unneeded_modules(argv) == skipped + NEVER_USED
 
 
 @pytest.mark.parametrize('argv', [
@@ -46,9 +48,10 @@ def test_a_dataflow_run_skips_nothing(argv):
 def test_skipping_marks_each_unneeded_module_absent_and_keeps_what_is_there():
     modules = {'pipeline': object(), S3: 'already imported'}
     assert skip_unneeded_imports(['--input', '/data'], modules) == [
-        GCS, S3, AZURE, GCP_CONNECTORS, DATAFLOW_CLIENT, PUBSUB_CLIENT]
+        GCS, S3, AZURE, *GCP, *NEVER_USED]
     assert modules[GCS] is None and modules[AZURE] is None and modules[GCP_CONNECTORS] is None
     assert modules[DATAFLOW_CLIENT] is None and modules[PUBSUB_CLIENT] is None
+    assert all(modules[m] is None for m in (GCP_API_CLIENT, *MONGODB_CLIENT, ARROW))
     assert modules[S3] == 'already imported'
 
 
@@ -85,6 +88,23 @@ def test_the_skipped_modules_are_the_ones_beam_imports_best_effort():
     assert f'try:\n  from {package} import {name}\nexcept ImportError:' in \
         inspect.getsource(beam_pubsub)
     assert 'from apache_beam.io.gcp.pubsub import' in inspect.getsource(iobase.Write.expand)
+    # the retry filters take the Google API client's HttpError best effort
+    import apache_beam.utils.retry as retry
+    assert importlib.util.find_spec(GCP_API_CLIENT) is not None
+    assert f'try:\n  from {GCP_API_CLIENT}.base.py.exceptions import HttpError' in \
+        inspect.getsource(retry)
+    # the MongoDB IO takes bson first, then pymongo, best effort, and says so when absent
+    import apache_beam.io.mongodbio as mongodbio
+    source = inspect.getsource(mongodbio)
+    bson, pymongo = MONGODB_CLIENT
+    assert importlib.util.find_spec(bson) is not None and importlib.util.find_spec(pymongo)
+    block = source[source.index('try:\n'):source.index('except ImportError:')]
+    assert block.index(f'from {bson} import') < block.index(f'from {pymongo} import')
+    assert f'_LOGGER.warning("{MONGODB_ABSENT}")' in source
+    # the type hints take pyarrow best effort (and Beam's pyarrow hotfix needs pyarrow)
+    import apache_beam.typehints as typehints
+    assert importlib.util.find_spec(ARROW) is not None
+    assert f'try:\n  import {ARROW} as _\nexcept ImportError:' in inspect.getsource(typehints)
 
 
 def test_the_command_is_imported_after_the_skips_between_collector_off_and_freeze(monkeypatch):
@@ -109,7 +129,7 @@ def test_the_command_is_imported_after_the_skips_between_collector_off_and_freez
             steps.append('enable')
     monkeypatch.setattr(startup, 'gc', Collector())
     monkeypatch.setattr(startup, 'skip_unneeded_imports',
-                        lambda argv: steps.append(('skip', list(argv))))
+                        lambda argv: steps.append(('skip', list(argv))) or [])
     monkeypatch.setattr(startup, 'start_ahead', lambda argv: steps.append(('walk', list(argv))))
     assert startup.import_command(iter(['--input', '/data'])) is pipeline.main.main
     assert steps == [('walk', ['--input', '/data']), ('skip', ['--input', '/data']), 'disable',
@@ -137,7 +157,7 @@ print(json.dumps({
                                           ('s3', 's3://b/x'), ('azfs', 'azfs://a/c/x'))},
     'imported': sorted(m for m in ('boto3', 'azure.storage.blob', 'google.cloud.storage',
                                    'apache_beam.io.gcp.bigquery', 'google.cloud.dataflow',
-                                   'google.cloud.pubsub')
+                                   'google.cloud.pubsub', 'apitools', 'pymongo', 'pyarrow')
                        if sys.modules.get(m) is not None),
     'written': open(sys.argv[1] + '/out-00000-of-00001').read(),
 }))
@@ -173,9 +193,9 @@ def test_a_dataflow_run_keeps_every_store():
     seen = probe('--input', '/data', '--runner', 'DataflowRunner')
     assert seen['skipped'] == []
     assert all(seen['usable'].values())
-    assert seen['imported'] == ['apache_beam.io.gcp.bigquery', 'azure.storage.blob', 'boto3',
-                                'google.cloud.dataflow', 'google.cloud.pubsub',
-                                'google.cloud.storage']
+    assert seen['imported'] == ['apache_beam.io.gcp.bigquery', 'apitools', 'azure.storage.blob',
+                                'boto3', 'google.cloud.dataflow', 'google.cloud.pubsub',
+                                'google.cloud.storage', 'pyarrow', 'pymongo']
 
 
 def test_nothing_changes_in_this_interpreter_where_beam_is_imported():
@@ -187,20 +207,25 @@ def test_nothing_changes_in_this_interpreter_where_beam_is_imported():
 @pytest.mark.slow   # a fresh interpreter importing Beam, ~1.5 s
 def test_the_command_is_imported_with_its_objects_frozen_and_collection_back_on():
     proc = subprocess.run([sys.executable, '-c', (
-        'import gc, json, sys\n'
+        'import gc, json, logging, sys\n'
         'from pipeline.startup import import_command\n'
         'main = import_command(["--input", "/data"])\n'
         'print(json.dumps({"frozen": gc.get_freeze_count(), "enabled": gc.isenabled(),\n'
         '                  "thresholds": gc.get_threshold(),\n'
         '                  "main": main.__module__ + "." + main.__name__,\n'
         '                  "gcs_skipped": sys.modules.get("apache_beam.io.gcp.gcsfilesystem",\n'
-        '                                                 "absent") is None}))')],
+        '                                                 "absent") is None,\n'
+        '                  "mongodb_skipped": sys.modules.get("pymongo", "absent") is None,\n'
+        '                  "filters": len(logging.getLogger("apache_beam.io.mongodbio")\n'
+        '                                 .filters)}))')],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     seen = json.loads(proc.stdout)
     assert seen['frozen'] > 50_000 and seen['enabled']
     assert seen['thresholds'] == [100_000, 20, 100] == list(COLLECTOR_THRESHOLDS)
     assert seen['main'] == 'pipeline.main.main' and seen['gcs_skipped']
+    # Beam's warning that the MongoDB client is absent is not shown; the filter is gone after
+    assert seen['mongodb_skipped'] and proc.stderr == '' and seen['filters'] == 0
 
 
 @pytest.mark.slow   # a fresh interpreter importing Beam, ~1.5 s
