@@ -36,7 +36,8 @@ GCP_API_CLIENT = 'apitools'
 # hints pyarrow: neither is ever used by this project
 MONGODB_CLIENT = ('bson', 'pymongo')
 ARROW = 'pyarrow'
-# what apache_beam.io.mongodbio logs when it finds no MongoDB client: not news to a user here
+# what Beam's MongoDB IO logs when it finds no MongoDB client: not news to a user here
+MONGODB_IO = 'apache_beam.io.mongodbio'
 MONGODB_ABSENT = 'Could not find a compatible bson package.'
 # the Dataflow API client, imported best effort by apache_beam.runners.dataflow.dataflow_runner
 DATAFLOW_CLIENT = 'google.cloud.dataflow'
@@ -95,10 +96,10 @@ def import_command(argv: Iterable[str]):
     argv = list(argv)
     start_ahead(argv)
     skipped = skip_unneeded_imports(argv)
-    quiet = _Without(MONGODB_ABSENT) if MONGODB_CLIENT[0] in skipped else None
-    mongodb_io = logging.getLogger('apache_beam.io.mongodbio')
+    quiet = MONGODB_CLIENT[0] in skipped
+    mongodb_io = logging.getLogger(MONGODB_IO)
     if quiet:
-        mongodb_io.addFilter(quiet)
+        mongodb_io.addFilter(_not_mongodb_absent)
     gc.disable()
     try:
         from pipeline.main import main
@@ -107,16 +108,10 @@ def import_command(argv: Iterable[str]):
         gc.set_threshold(*COLLECTOR_THRESHOLDS)
         gc.enable()
         if quiet:
-            mongodb_io.removeFilter(quiet)
+            mongodb_io.removeFilter(_not_mongodb_absent)
     return main
 
 
-class _Without(logging.Filter):
-    """Drops one exact message: the absence of a client this module chose to skip."""
-
-    def __init__(self, message: str):
-        super().__init__()
-        self.message = message
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.getMessage() != self.message
+def _not_mongodb_absent(record: logging.LogRecord) -> bool:
+    """A log filter: drops only the news that the MongoDB client, skipped above, is absent."""
+    return record.getMessage() != MONGODB_ABSENT

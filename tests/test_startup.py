@@ -5,6 +5,7 @@ subprocesses (an import cannot be undone in this one). The real command over eac
 test_gcs.py, test_s3.py and test_azure.py (`--plan` through `python -m pipeline`).
 """
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.startup import (ARROW, COLLECTOR_THRESHOLDS, DATAFLOW_CLIENT, GCP_API_CLIENT,
-                              GCP_CONNECTORS, MONGODB_ABSENT, MONGODB_CLIENT, PUBSUB_CLIENT,
-                              STORE_MODULES, skip_unneeded_imports, unneeded_modules)
+                              GCP_CONNECTORS, MONGODB_ABSENT, MONGODB_CLIENT, MONGODB_IO,
+                              PUBSUB_CLIENT, STORE_MODULES, skip_unneeded_imports,
+                              unneeded_modules)
 
 ROOT = Path(__file__).resolve().parents[1]
 GCS, S3, AZURE = (module for _, module in STORE_MODULES)
@@ -100,7 +102,7 @@ def test_the_skipped_modules_are_the_ones_beam_imports_best_effort():
     assert importlib.util.find_spec(bson) is not None and importlib.util.find_spec(pymongo)
     block = source[source.index('try:\n'):source.index('except ImportError:')]
     assert block.index(f'from {bson} import') < block.index(f'from {pymongo} import')
-    assert f'_LOGGER.warning("{MONGODB_ABSENT}")' in source
+    assert f'_LOGGER.warning("{MONGODB_ABSENT}")' in source and mongodbio.__name__ == MONGODB_IO
     # the type hints take pyarrow best effort (and Beam's pyarrow hotfix needs pyarrow)
     import apache_beam.typehints as typehints
     assert importlib.util.find_spec(ARROW) is not None
@@ -134,6 +136,43 @@ def test_the_command_is_imported_after_the_skips_between_collector_off_and_freez
     assert startup.import_command(iter(['--input', '/data'])) is pipeline.main.main
     assert steps == [('walk', ['--input', '/data']), ('skip', ['--input', '/data']), 'disable',
                      'freeze', ('threshold', (100_000, 20, 100)), 'enable']
+
+
+def _record(message):
+    return logging.LogRecord(MONGODB_IO, logging.WARNING, __file__, 1, message, None, None)
+
+
+@pytest.mark.parametrize('skipped, shown', [
+    (['bson', 'pymongo'], [False, True]),   # skipped: its absence is not news
+    ([], [True, True]),                     # a Dataflow run imports it: nothing is filtered
+])
+def test_only_the_skipped_mongodb_clients_absence_is_filtered_and_only_during_the_import(
+        monkeypatch, skipped, shown):
+    """In-process (the import is instant here): what Beam's MongoDB IO logs while the command
+    is imported, the filter being on from before the import until after it."""
+    import pipeline.startup as startup
+    logger = logging.getLogger(MONGODB_IO)
+    seen = {}
+
+    class Collector:
+        def disable(self):   # the last step before the import
+            seen['shown'] = [bool(logger.filter(_record(m)))
+                             for m in (MONGODB_ABSENT, 'Something else went wrong.')]
+
+        def freeze(self):
+            pass
+
+        def set_threshold(self, *thresholds):
+            pass
+
+        def enable(self):
+            seen['enable'] = bool(logger.filter(_record(MONGODB_ABSENT)))
+    monkeypatch.setattr(startup, 'gc', Collector())
+    monkeypatch.setattr(startup, 'skip_unneeded_imports', lambda argv: skipped)
+    monkeypatch.setattr(startup, 'start_ahead', lambda argv: None)
+    startup.import_command(['--input', '/data'])
+    assert seen['shown'] == shown and seen['enable'] == shown[0]
+    assert logger.filter(_record(MONGODB_ABSENT)) and not logger.filters   # gone after
 
 
 PROBE = r'''
