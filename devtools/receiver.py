@@ -254,7 +254,6 @@ def _all_valid(body: bytes, max_messages: int, max_message_bytes: int):
     return items, parsed.sentAt
 
 
-
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True

@@ -8,9 +8,9 @@ Pub/Sub client (~0.2 s) for an `isinstance` check that a run without Pub/Sub nev
 That is ~0.7 s of a local run's ~1.3 s start-up, before anything is read, paid again by every
 scheduled run. Beyond those, `import apache_beam` imports the MongoDB client (its MongoDB IO),
 pyarrow (its Arrow type hints) and, for its retry filters, the Google API client library
-(apitools): ~0.2 s more of the ~0.75 s that remained, none of it used by a run here. Beam wraps each of those imports in ``try: ... except ImportError`` (they are
-optional extras), so a ``None`` in ``sys.modules`` skips one exactly as a missing package
-would. Only the command line does this, and only before Beam is imported: a store named
+(apitools): ~0.2 s more of the ~0.75 s that remained, none of it used by a run here. Beam
+wraps each of those imports in ``try: ... except ImportError`` (they are optional extras), so
+a ``None`` in ``sys.modules`` skips one exactly as a missing package would. Only the command line does this, and only before Beam is imported: a store named
 anywhere on it (``gs://``, ``s3://``, ``azfs://``) or a Dataflow run keeps everything.
 This module imports nothing from Beam.
 """
