@@ -10,8 +10,9 @@ scheduled run. Beyond those, `import apache_beam` imports the MongoDB client (it
 pyarrow (its Arrow type hints) and, for its retry filters, the Google API client library
 (apitools): ~0.2 s more of the ~0.75 s that remained, none of it used by a run here. Beam
 wraps each of those imports in ``try: ... except ImportError`` (they are optional extras), so
-a ``None`` in ``sys.modules`` skips one exactly as a missing package would. Only the command line does this, and only before Beam is imported: a store named
-anywhere on it (``gs://``, ``s3://``, ``azfs://``) or a Dataflow run keeps everything.
+a ``None`` in ``sys.modules`` skips one exactly as a missing package would. Only the command
+line does this, and only before Beam is imported: a store named anywhere on it (``gs://``,
+``s3://``, ``azfs://``) or a Dataflow run keeps everything.
 This module imports nothing from Beam.
 """
 import gc
