@@ -357,3 +357,48 @@ def test_closing_the_progress_monitor_wakes_its_receiver_at_once(monkeypatch):
     assert monitor.totals()[live.READ] == 5
     monitor.close()
     assert not any(thread.is_alive() for thread in monitor.threads)
+
+
+def test_dataflow_progress_is_the_jobs_attempted_counters(tmp_path):
+    """On Dataflow (--wait) the progress lines come from polling the job's counters
+    (`dataflow_poll`), not from datagrams. Polled here from a real Beam run's result: the same
+    MetricResults query a DataflowPipelineResult answers. A file reject counts as a file done,
+    not as a rejected event; an oversized message is a rejected event."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from pipeline.builder import build_pipeline
+    from pipeline.listing import input_pattern, list_currents_files
+    from pipeline.options import settings_from
+    from pipeline.progress import dataflow_poll
+    from tests.helpers import record, write_file
+
+    root = tmp_path / 'in'
+    write_file(root, 'users.messages.email.Send',
+               [record(i) for i in range(7)] + [record(7, external=None), record(8, external=None),
+                                                record(9, email_address='a' * 40_000)])
+    write_file(root, 'users.messages.email.Open', [record(10), record(11)], n=1)
+    write_file(root, 'users.messages.email.Click', None, n=2, raw=b'Obj\x01 truncated')
+    options = PipelineOptions(['--input', str(root), '--rejects', str(tmp_path / 'rejects'),
+                               '--dry_run_output', str(tmp_path / 'bodies')])
+    settings = settings_from(options)
+    listing = list_currents_files(input_pattern(settings.input), settings.selector, frozenset())
+    files = [(path, event_type) for path, event_type, _ in listing.files]
+    result = build_pipeline(settings, files, options).run()
+    result.wait_until_finish()
+
+    poll = dataflow_poll(result)
+    totals = poll()
+    assert {k: totals.get(k) for k in (live.READ, live.SENT, live.DROPPED, live.REJECTED,
+                                        live.FILES_DONE)} == {
+        live.READ: 12, live.SENT: 9, live.DROPPED: 2, live.REJECTED: 1, live.FILES_DONE: 3}
+    line = ProgressMonitor(0, len(files), 0, 0, io.StringIO(), poll=poll).line()
+    assert 'files 3/3' in line
+    assert 'events read 12, sent 9, dropped 2, rejected 1' in line
+
+
+def test_a_failed_dataflow_poll_delays_a_line_and_never_ends_the_run():
+    """The job's metrics API can fail (network, quota): that line shows nothing new."""
+    def poll():
+        raise ConnectionError('metrics API unavailable')
+    monitor = ProgressMonitor(0, 3, 0, 0, io.StringIO(), poll=poll)
+    assert monitor.totals() == {}
+    assert 'files 0/3' in monitor.line()
