@@ -205,20 +205,68 @@ def read_header(handle) -> Header:
 
 class WriterSchema:
     """A writer schema checked once: its parsed JSON, full name, smallest record, and fastavro's
-    compiled form (made on first use: --plan never needs it)."""
+    compiled form with its named types (made on first use: --plan never needs them)."""
 
-    __slots__ = ('schema', 'fullname', 'min_record_bytes', '_compiled')
+    __slots__ = ('schema', 'fullname', 'min_record_bytes', '_compiled', '_named')
 
     def __init__(self, schema: dict, fullname: str, min_record_bytes: int):
         self.schema = schema
         self.fullname = fullname
         self.min_record_bytes = min_record_bytes
-        self._compiled = None
+        self._compiled = self._named = None
 
     def compiled(self):
         if self._compiled is None:
             self._compiled = fastavro.parse_schema(self.schema)
         return self._compiled
+
+    def named_types(self) -> dict:
+        """The named types `schemaless_reader` looks up again for every record, looked up once."""
+        if self._named is None:
+            self._named = {'writer': {}, 'reader': {}}
+            fastavro.parse_schema(self.compiled(), self._named['writer'])
+        return self._named
+
+
+def _fast_decoder():
+    """fastavro's private `_read_data`, if it decodes as `schemaless_reader` does; else None.
+
+    `schemaless_reader` repeats its set-up for every record (named types, an options dict):
+    ~5,700 of the ~124,000 instructions a record of the benchmark's corpus takes to decode
+    (callgrind). `_read_data` is the decoding alone, as fastavro's own file reader calls it per
+    record. It is private, so it is used only after it decodes a probe record of every kind of
+    field exactly as the public call does: a release that renames or changes it gets the
+    public call, and the tests check that the fastavro this project pins gets the fast one.
+    """
+    try:
+        from fastavro._read import _read_data
+        schema = fastavro.parse_schema({
+            'type': 'record', 'name': 'Probe', 'namespace': 'probe', 'fields': [
+                {'name': 's', 'type': ['null', 'string']}, {'name': 'n', 'type': 'long'},
+                {'name': 'd', 'type': ['null', 'double']}, {'name': 'b', 'type': 'boolean'},
+                {'name': 'a', 'type': {'type': 'array', 'items': 'string'}},
+                {'name': 'm', 'type': {'type': 'map', 'values': 'int'}},
+                {'name': 'e', 'type': {'type': 'enum', 'name': 'E', 'symbols': ['X', 'Y']}},
+                {'name': 'e2', 'type': ['null', 'probe.E']},
+                {'name': 'r', 'type': ['null', {'type': 'record', 'name': 'R', 'fields': [
+                    {'name': 'x', 'type': 'bytes'}]}]}]})
+        record = {'s': 'é', 'n': -3, 'd': 1.5, 'b': True, 'a': ['p', 'q'], 'm': {'k': 7},
+                  'e': 'Y', 'e2': 'X', 'r': {'x': b'\x00\xff'}}
+        buffer = io.BytesIO()
+        fastavro.schemaless_writer(buffer, schema, record)
+        named = {'writer': {}, 'reader': {}}
+        fastavro.parse_schema(schema, named['writer'])
+        fast_stream, public_stream = io.BytesIO(buffer.getvalue()), io.BytesIO(buffer.getvalue())
+        fast = _read_data(fast_stream, schema, named, None, {})
+        public = fastavro.schemaless_reader(public_stream, schema, None)
+        same = fast == public == record and fast_stream.tell() == public_stream.tell()
+        return _read_data if same else None
+    except Exception:  # noqa: BLE001 - any difference at all means the public call
+        return None
+
+
+FAST_DECODE = _fast_decoder()
+_DEFAULT_OPTIONS: dict = {}   # schemaless_reader's defaults: strict UTF-8, no record names
 
 
 # An export holds thousands of files of a few dozen schemas: each schema is checked and parsed
@@ -337,6 +385,7 @@ def block_headers(handle, header: Header) -> Iterator[Tuple[int, int]]:
 def records(handle, header: Header) -> Iterator[dict]:
     """Every record, block by block, each block checked before its first record is produced."""
     parsed = header.writer.compiled()
+    named = header.writer.named_types() if FAST_DECODE else None
     min_record_bytes = header.writer.min_record_bytes
     for number, count, size in _blocks(handle, header):
         data = _decompress(number, header.codec,
@@ -345,8 +394,12 @@ def records(handle, header: Header) -> Iterator[dict]:
             raise CorruptBlock(f'block {number} declares {count:,} records in {len(data):,} '
                                f'bytes')
         stream = io.BytesIO(data)
-        for _ in range(count):
-            yield fastavro.schemaless_reader(stream, parsed, None)
+        if FAST_DECODE:
+            for _ in range(count):
+                yield FAST_DECODE(stream, parsed, named, None, _DEFAULT_OPTIONS)
+        else:
+            for _ in range(count):
+                yield fastavro.schemaless_reader(stream, parsed, None)
         if stream.tell() != len(data):
             raise CorruptBlock(f'block {number} holds more data than its {count} records')
 
