@@ -223,9 +223,19 @@ class WriterSchema:
     def named_types(self) -> dict:
         """The named types `schemaless_reader` looks up again for every record, looked up once."""
         if self._named is None:
-            self._named = {'writer': {}, 'reader': {}}
-            fastavro.parse_schema(self.compiled(), self._named['writer'])
+            self._named = _named_types(self.compiled())
         return self._named
+
+
+def _named_types(parsed) -> dict:
+    """A parsed schema's named types, as `_read_data` takes them (what `schemaless_reader`
+    builds before each record)."""
+    named = {'writer': {}, 'reader': {}}
+    fastavro.parse_schema(parsed, named['writer'])
+    return named
+
+
+_DEFAULT_OPTIONS: dict = {}   # schemaless_reader's defaults: strict UTF-8, no record names
 
 
 def _fast_decoder():
@@ -254,10 +264,8 @@ def _fast_decoder():
                   'e': 'Y', 'e2': 'X', 'r': {'x': b'\x00\xff'}}
         buffer = io.BytesIO()
         fastavro.schemaless_writer(buffer, schema, record)
-        named = {'writer': {}, 'reader': {}}
-        fastavro.parse_schema(schema, named['writer'])
         fast_stream, public_stream = io.BytesIO(buffer.getvalue()), io.BytesIO(buffer.getvalue())
-        fast = _read_data(fast_stream, schema, named, None, {})
+        fast = _read_data(fast_stream, schema, _named_types(schema), None, _DEFAULT_OPTIONS)
         public = fastavro.schemaless_reader(public_stream, schema, None)
         same = fast == public == record and fast_stream.tell() == public_stream.tell()
         return _read_data if same else None
@@ -266,7 +274,6 @@ def _fast_decoder():
 
 
 FAST_DECODE = _fast_decoder()
-_DEFAULT_OPTIONS: dict = {}   # schemaless_reader's defaults: strict UTF-8, no record names
 
 
 # An export holds thousands of files of a few dozen schemas: each schema is checked and parsed
