@@ -37,6 +37,7 @@ import time
 import uuid
 import zlib
 from datetime import datetime
+from itertools import repeat
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Annotated, Any, List, Literal, Optional, Union
 
@@ -645,8 +646,8 @@ class SegmentReceiver:
                 items, sent_at = fast
                 with self._lock:
                     self._max_batch_seen = max(self._max_batch_seen, len(items))
-                return self._keep(raw, body, t_arrival, len(items), sent_at,
-                                  [(m.messageId, i) for i, m in enumerate(items)], 0, 0, None)
+                return self._keep_all(raw, body, t_arrival, sent_at,
+                                      [m.messageId for m in items])
 
         obj, parse_error = None, None
         if bad_encoding is None and not too_large:
@@ -733,17 +734,40 @@ class SegmentReceiver:
             self._duplicates += dups
             self._invalid_dropped += invalid
             self._missing_message_id += missing
-            if sent_at is None:
-                self._sent_at_missing += 1
-            else:
-                self._with_sent_at += 1
-            self._records.append({'t': t_arrival, 'items': n, 'body_bytes': len(body),
-                                  'wire_bytes': len(raw), 'sent_at': sent_at})
+            self._count_kept(raw, body, t_arrival, n, sent_at)
             if self._store_file is not None and fresh:
                 lines = [w if type(w) is bytes else _encode(batch[w]) for w in fresh]
                 self._store_file.write((b'\n'.join(lines) + b'\n').decode('utf-8'))
                 self._store_file.flush()
         return (200, _OK)
+
+    def _keep_all(self, raw, body, t_arrival, sent_at, ids):
+        """`_keep` for a request whose items all passed the fast check, in order: when none of
+        its messageIds is stored already or repeats within it (a client's normal traffic), one
+        bulk insert instead of a lookup and a store per message in Python (~0.5 us a message
+        of the receiver's CPU, which it shares with the client it measures)."""
+        n = len(ids)
+        with self._lock:
+            store = self._store
+            if store.keys().isdisjoint(ids):
+                before, number = len(store), len(self._bodies)
+                store.update(zip(ids, zip(repeat(number), range(n))))
+                if len(store) - before == n:
+                    self._bodies.append(body)
+                    self._count_kept(raw, body, t_arrival, n, sent_at)
+                    return (200, _OK)
+                for mid in ids:   # a messageId repeats within the request: undo, one by one
+                    store.pop(mid, None)
+        return self._keep(raw, body, t_arrival, n, sent_at, list(zip(ids, range(n))), 0, 0, None)
+
+    def _count_kept(self, raw, body, t_arrival, n, sent_at):
+        """Count an accepted request (the caller holds the lock)."""
+        if sent_at is None:
+            self._sent_at_missing += 1
+        else:
+            self._with_sent_at += 1
+        self._records.append({'t': t_arrival, 'items': n, 'body_bytes': len(body),
+                              'wire_bytes': len(raw), 'sent_at': sent_at})
 
     def _gunzip(self, raw):
         """Return (body, too_large, error); stops inflating past max_body_bytes (no gzip bombs)."""

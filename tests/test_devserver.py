@@ -60,6 +60,23 @@ def test_accepts_stores_and_dedupes(rec):
     assert [r['sent_at'] for r in rec.accepted_requests()] == ['x', None]
 
 
+def test_a_messageid_repeated_within_one_request_keeps_its_first_copy(rec):
+    """The all-valid path stores a request's ids in bulk; a repeat inside it takes the
+    one-by-one path, and the requests after it still find their own messages."""
+    with requests.Session() as s:
+        r1 = s.post(rec.url, json={'batch': [msg(1), msg(1, event='Changed'), msg(2)]},
+                    headers=auth())
+        r2 = s.post(rec.url, json={'batch': [msg(3), msg(4)]}, headers=auth())
+        r3 = s.post(rec.url, json={'batch': [msg(4, event='Again'), msg(5)]}, headers=auth())
+    assert r1.status_code == r2.status_code == r3.status_code == 200
+    st = rec.stats()
+    assert st['accepted'] == 5 and st['duplicates'] == 2
+    by_id = {m['messageId']: m for m in rec.messages()}
+    assert sorted(by_id) == ['dev-1', 'dev-2', 'dev-3', 'dev-4', 'dev-5']
+    assert by_id['dev-1']['event'] == by_id['dev-4']['event'] == 'Email Opened'
+    assert [by_id[f'dev-{i}']['properties'] for i in range(1, 6)] == [{'n': i} for i in range(1, 6)]
+
+
 def test_body_write_key_and_envelope_merge(rec):
     body = {'batch': [msg(1, context={'ip': '1.2.3.4'})], 'writeKey': KEY,
             'context': {'integration': {'name': 'braze'}, 'ip': '0'}}
