@@ -1,9 +1,8 @@
 """Listing --input once in the launcher: which files a run reads, decided from their paths alone."""
 import os
 from collections import Counter
-from typing import Callable, Dict, FrozenSet, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, FrozenSet, List, NamedTuple, Optional, Tuple
 
-from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.paths import FileSelector, UsageError, is_glob, partition_of
@@ -76,14 +75,14 @@ def list_currents_files(pattern: str, selector: FileSelector,
     """
     try:
         folder = _local_folder(pattern)
-        found = (list(walk_local_folder(folder)) if folder is not None
-                 else FileSystems.match([pattern])[0].metadata_list)
+        found = (local_entries(folder) if folder is not None
+                 else [(m.path, m.size_in_bytes, m.last_updated_in_seconds)
+                       for m in FileSystems.match([pattern])[0].metadata_list])
     except Exception as exc:  # BeamIOError carries per-pattern details
         raise UsageError(f'cannot list --input {pattern}: {type(exc).__name__}: '
                          f'{str(exc).splitlines()[0][:200]}') from None
     files, skipped, stamps = [], Counter(), {}
-    for metadata in sorted(found, key=lambda m: m.path):
-        path = metadata.path
+    for path, size, stamp in sorted(found):   # by path: paths are unique
         if path.endswith('/'):
             continue  # a "folder" placeholder object (GCS/S3 consoles), not a file
         decision = selector.decide(path)
@@ -91,12 +90,11 @@ def list_currents_files(pattern: str, selector: FileSelector,
             skipped[decision.action] += 1
         elif done_partitions and partition_key(path) in done_partitions:
             skipped['skip_done'] += 1
-        elif delivered and delivered(path, metadata.size_in_bytes,
-                                     metadata.last_updated_in_seconds):
+        elif delivered and delivered(path, size, stamp):
             skipped[DELIVERED] += 1
         else:
-            files.append((path, decision.event_type, metadata.size_in_bytes))
-            stamps[path] = (metadata.size_in_bytes, metadata.last_updated_in_seconds)
+            files.append((path, decision.event_type, size))
+            stamps[path] = (size, stamp)
     return Listing(files, dict(skipped), stamps)
 
 
@@ -107,12 +105,12 @@ def _local_folder(pattern: str) -> Optional[str]:
     return pattern[:-3] if os.path.isdir(pattern[:-3]) else None
 
 
-def walk_local_folder(folder: str) -> Iterator[FileMetadata]:
-    """Every file under a local folder, as Beam's local filesystem lists `folder/**`
-    (pipeline/walk.py): the walk the command started ahead for this folder, else a new one."""
+def local_entries(folder: str) -> List[Tuple[str, int, float]]:
+    """(path, bytes, modification time) of every file under a local folder, as Beam's local
+    filesystem lists `folder/**` (pipeline/walk.py): the walk the command started ahead for
+    this folder, else a new one."""
     entries = take_ahead(folder)
-    for path, size, mtime in walk_folder(folder) if entries is None else entries:
-        yield FileMetadata(path, size, mtime)
+    return walk_folder(folder) if entries is None else entries
 
 
 def partition_key(path: str) -> str:

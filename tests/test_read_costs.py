@@ -12,7 +12,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline import listing
-from pipeline.listing import input_pattern, list_currents_files, walk_local_folder
+from pipeline.listing import input_pattern, list_currents_files, local_entries
 from pipeline.paths import FileSelector
 from transforms import read
 from transforms import packing
@@ -169,8 +169,7 @@ def test_a_local_folder_is_listed_as_beams_local_filesystem_lists_it(tmp_path):
     (root / 'linked-folder').symlink_to(elsewhere, target_is_directory=True)
     (root / 'linked-file.avro').symlink_to(root / 'top.avro')
     (root / 'dangling.avro').symlink_to(tmp_path / 'gone')
-    ours = sorted((m.path, m.size_in_bytes, m.last_updated_in_seconds)
-                  for m in walk_local_folder(str(root)))
+    ours = sorted(local_entries(str(root)))
     assert ours == _as_beam_lists(str(root))
     assert len(ours) == 5 and not any('hidden' in path for path, _, _ in ours)
 

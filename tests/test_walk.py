@@ -13,7 +13,7 @@ import pytest
 
 import pipeline.listing as listing
 import pipeline.walk as walk
-from pipeline.listing import input_pattern, list_currents_files, walk_local_folder
+from pipeline.listing import input_pattern, list_currents_files, local_entries
 from pipeline.paths import FileSelector
 from tests.helpers import record, write_file
 
@@ -87,7 +87,7 @@ def test_the_walk_ahead_is_the_walk_and_leaves_no_process(tmp_path):
     assert sorted(taken) == entries(folder) and len(taken) == 3
     with pytest.raises(ChildProcessError):
         os.waitpid(ahead.pid, os.WNOHANG)   # reaped
-    assert ahead._file.closed
+    assert all(file.closed for file in ahead._files)
     assert walk.take_ahead(folder) is None   # once
 
 
@@ -112,7 +112,7 @@ def test_files_written_after_the_walk_are_the_next_listings(tmp_path):
     walk.start_ahead(['--input', folder])
     taken = walk.take_ahead(folder)   # the walk as it was when the command started
     write_file(folder, SEND, [record(9)], n=9, date='2024-05-09-00')
-    assert len(taken) == 2 and len(list(walk_local_folder(folder))) == 3
+    assert len(taken) == 2 and len(local_entries(folder)) == 3
 
 
 def test_a_failed_walk_leaves_the_listing_to_walk(tmp_path, monkeypatch):
@@ -121,10 +121,10 @@ def test_a_failed_walk_leaves_the_listing_to_walk(tmp_path, monkeypatch):
     def broken(_):
         raise MemoryError('the child cannot walk')
     with monkeypatch.context() as patched:
-        patched.setattr(walk, 'walk_folder', broken)   # what the forked child runs
+        patched.setattr(walk, 'walk_folders', broken)   # what the forked children run
         walk.start_ahead(['--input', folder])
     assert walk._ahead is not None
-    assert len(list(walk_local_folder(folder))) == 3   # walked here instead
+    assert len(local_entries(folder)) == 3   # walked here instead
     assert walk._ahead is None
 
 
@@ -132,7 +132,7 @@ def test_a_child_reaped_elsewhere_or_killed_gives_nothing(tmp_path, monkeypatch)
     folder = export(tmp_path)
     ahead = walk.WalkAhead(folder)
     os.waitpid(ahead.pid, 0)   # e.g. a library's wait() for any child
-    assert ahead.take() is None and ahead._file.closed
+    assert ahead.take() is None and all(file.closed for file in ahead._files)
     write = walk.walk_into
 
     def wrote_then_hung(fd, f):
@@ -142,7 +142,7 @@ def test_a_child_reaped_elsewhere_or_killed_gives_nothing(tmp_path, monkeypatch)
     monkeypatch.setattr(walk, 'walk_into', wrote_then_hung)
     ahead = walk.WalkAhead(folder)
     deadline = time.monotonic() + 30
-    while os.fstat(ahead._file.fileno()).st_size == 0 and time.monotonic() < deadline:
+    while os.fstat(ahead._files[0].fileno()).st_size == 0 and time.monotonic() < deadline:
         time.sleep(0.01)
     os.kill(ahead.pid, signal.SIGKILL)
     assert ahead.take() is None
@@ -152,7 +152,7 @@ def test_the_listing_walks_when_the_walk_ahead_fails(tmp_path, monkeypatch):
     folder = export(tmp_path)
     walk._ahead = walk.WalkAhead(folder)
     os.waitpid(walk._ahead.pid, 0)   # its result can no longer be trusted
-    assert len(list(walk_local_folder(folder))) == 3
+    assert len(local_entries(folder)) == 3
 
 
 def test_the_childs_work_writes_the_walk_and_says_whether_it_is_whole(tmp_path, monkeypatch):
@@ -160,13 +160,13 @@ def test_the_childs_work_writes_the_walk_and_says_whether_it_is_whole(tmp_path, 
     hardened = []
     monkeypatch.setattr(walk, 'harden_process', lambda: hardened.append(True))
     with open(tmp_path / 'out', 'w+b') as out:
-        assert walk.walk_into(out.fileno(), folder) == 0
+        assert walk.walk_into([out.fileno()], folder) == 0
         out.seek(0)
         assert sorted(walk.marshal.loads(out.read())) == entries(folder)
     assert hardened == [True]   # owner-only files, no core file, before the walk
-    monkeypatch.setattr(walk, 'walk_folder', lambda f: iter([('x', 1, object())]))  # unmarshallable
+    monkeypatch.setattr(walk, 'walk_folders', lambda f: [('x', 1, object())])  # unmarshallable
     with open(tmp_path / 'bad', 'w+b') as out:
-        assert walk.walk_into(out.fileno(), folder) == 1
+        assert walk.walk_into([out.fileno()], folder) == 1
 
 
 def test_a_child_that_exits_with_an_error_gives_nothing_whatever_it_wrote(tmp_path, monkeypatch):
@@ -180,10 +180,76 @@ def test_a_child_that_exits_with_an_error_gives_nothing_whatever_it_wrote(tmp_pa
     assert walk.WalkAhead(folder).take() is None
 
 
+def tree(tmp_path):
+    """An export of 12 files over 3 types and 4 hours, plus a top-level file, a symlinked
+    folder (not entered), a symlinked file (listed) and an unreadable folder (skipped)."""
+    root = tmp_path / 'tree'
+    for i in range(12):
+        write_file(root, f'users.messages.t{i % 3}.Send', [], n=i, raw=b'x' * (i + 1),
+                   date=f'2024-05-0{i % 4 + 1}-00')
+    (root / 'top.avro').write_bytes(b'x' * 7)
+    (tmp_path / 'elsewhere').mkdir()
+    (tmp_path / 'elsewhere' / 'hidden.avro').write_bytes(b'y')
+    (root / 'linked').symlink_to(tmp_path / 'elsewhere', target_is_directory=True)
+    (root / 'linked.avro').symlink_to(root / 'top.avro')
+    (root / 'closed').mkdir(mode=0o000)
+    return str(root)
+
+
+@pytest.mark.parametrize('walkers', [1, 2, 3, 5])
+@pytest.mark.parametrize('per_share', [1, 2, 16])
+def test_a_walk_shared_between_processes_lists_each_file_once(tmp_path, monkeypatch, walkers,
+                                                            per_share):
+    folder = tree(tmp_path)
+    whole = entries(folder)
+    assert len(whole) == 14 and not any('hidden' in path for path, _, _ in whole)
+    monkeypatch.setattr(walk, 'FOLDERS_PER_SHARE', per_share)
+    found, shares = walk.split_walk(folder, walkers)
+    assert len(shares) == walkers
+    waiting = [f for share in shares for f in share]
+    assert len(set(waiting)) == len(waiting)   # each waiting folder in one share only
+    assert sorted(found + walk.walk_folders(waiting)) == whole
+    taken = walk.WalkAhead(folder, walkers=walkers).take()
+    assert taken is not None and len(taken) == len(whole) and sorted(taken) == whole
+
+
+def test_the_walk_is_shared_only_once_the_top_is_walked(tmp_path, monkeypatch):
+    folder = tree(tmp_path)
+    monkeypatch.setattr(walk, 'FOLDERS_PER_SHARE', 2)
+    found, shares = walk.split_walk(folder, 2)
+    assert sum(len(share) for share in shares) >= 4 and all(shares)
+    found_alone, [everything] = walk.split_walk(folder, 1)   # one process: nothing walked yet
+    assert found_alone == [] and everything == [folder]
+
+
+def test_a_walk_is_nothing_when_a_process_sharing_it_fails(tmp_path, monkeypatch):
+    folder = tree(tmp_path)
+    launcher = os.getpid()
+    whole = walk.walk_folders
+
+    def fails_in_a_helper(folders):   # the first child's parent is this process; a helper's
+        if os.getppid() != launcher:  # is the first child
+            raise OSError('a helper cannot walk')
+        return whole(folders)
+    monkeypatch.setattr(walk, 'FOLDERS_PER_SHARE', 1)
+    monkeypatch.setattr(walk, 'walk_folders', fails_in_a_helper)
+    assert walk.WalkAhead(folder, walkers=2).take() is None
+    assert walk.WalkAhead(folder, walkers=1).take() is not None   # no helper: whole
+
+
+def test_a_walk_ahead_uses_at_most_one_process_per_core(tmp_path, monkeypatch):
+    monkeypatch.setattr(walk.os, 'cpu_count', lambda: 1)
+    assert len(walk.WalkAhead(str(tmp_path)).__dict__['_files']) == 1
+    monkeypatch.setattr(walk.os, 'cpu_count', lambda: 64)
+    ahead = walk.WalkAhead(str(tmp_path))
+    assert len(ahead._files) == walk.WALKERS == 2 and ahead.take() == []
+
+
 def test_the_walk_file_is_owner_only_and_unlinked(tmp_path):
-    ahead = walk.WalkAhead(export(tmp_path))
-    stat = os.fstat(ahead._file.fileno())
-    assert stat.st_nlink == 0 and stat.st_mode & 0o077 == 0
+    ahead = walk.WalkAhead(export(tmp_path), walkers=2)
+    for file in ahead._files:
+        stat = os.fstat(file.fileno())
+        assert stat.st_nlink == 0 and stat.st_mode & 0o077 == 0
     assert ahead.take() is not None
 
 
