@@ -89,7 +89,8 @@ def records_files(settings: RunSettings) -> bool:
 def delivered_entries(settings: RunSettings, files) -> List[Tuple[str, int, float]]:
     """The per-file record of a wave of these files (path, bytes, stamp), in path order."""
     stamps = settings.file_stamps or {}
-    return sorted((entry[0], *stamps[entry[0]]) for entry in files if entry[0] in stamps)
+    return [(path, *stamps[path]) for path in sorted([entry[0] for entry in files])
+            if path in stamps]
 
 
 def build_pipeline(settings: RunSettings, files: List[Tuple[str, Optional[str]]],

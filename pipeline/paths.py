@@ -3,6 +3,7 @@
 Pure functions, so listing decisions (prune, skip) are made without opening any file.
 """
 import datetime
+import functools
 import re
 from typing import FrozenSet, NamedTuple, Optional
 
@@ -28,8 +29,14 @@ def hour_from_path(path: str) -> Optional[datetime.datetime]:
     match = _DATE.search('/' + path)
     if not match:
         return None
-    date, hour = match.groups()
-    try:   # the constructor, not strptime: 5x faster, and a month's listing asks ~21,000 times
+    return _hour(*match.groups())
+
+
+@functools.lru_cache(maxsize=4096)
+def _hour(date: str, hour: Optional[str]) -> Optional[datetime.datetime]:
+    """A month's listing asks for ~22,000 files' hours, of 720 different ones: each is made once
+    (with the constructor, not strptime: 5x faster)."""
+    try:
         return datetime.datetime(int(date[:4]), int(date[5:7]), int(date[8:]), int(hour or 0))
     except ValueError:   # e.g. date=2024-02-30 or hour 24
         return None

@@ -14,7 +14,7 @@ import socket
 import tempfile
 import threading
 import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Union
 
 from transforms import progress as live
 from transforms.progress import LiveChannel
@@ -79,11 +79,14 @@ def progress_line(elapsed: float, totals: Dict[str, float], files_total: int,
 class ProgressMonitor:
     """Receives the workers' datagrams and prints a progress line every `period` seconds."""
 
-    def __init__(self, period: float, files_total: int, estimate: int, throttle: float, out,
-                 poll: Optional[Callable[[], Dict[str, float]]] = None):
+    def __init__(self, period: float, files_total: int, estimate: Union[int, Callable[[], int]],
+                 throttle: float, out, poll: Optional[Callable[[], Dict[str, float]]] = None):
+        """`estimate`: the events expected, or what works them out, called by the first
+        progress line (reading a block header per event type: off the launcher's way to the
+        workers)."""
         self.period = period
         self.files_total = files_total
-        self.estimate = estimate
+        self._estimate = estimate
         self.throttle = throttle
         self.out = out
         self.poll = poll
@@ -97,6 +100,12 @@ class ProgressMonitor:
         self.last_failing: Dict[str, float] = {}
         self.last_done = 0.0
         self.last_time = self.started
+
+    @property
+    def estimate(self) -> int:
+        if callable(self._estimate):
+            self._estimate = self._estimate()
+        return self._estimate
 
     @property
     def address(self):

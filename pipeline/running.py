@@ -98,8 +98,8 @@ def run_waves(settings, options, listing, waves, detached, out, runner=None, und
     monitor = None
     if local and settings.progress_seconds > 0:
         monitor = ProgressMonitor(settings.progress_seconds, len(listing.files),
-                                  estimate_events(listing.files), settings.max_events_per_second,
-                                  console).start()
+                                  lambda: estimate_events(listing.files),
+                                  settings.max_events_per_second, console).start()
     live = live_channel(monitor, stop)
     try:
         for number, wave in enumerate(waves):

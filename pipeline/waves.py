@@ -8,6 +8,8 @@ PSS). Inputs up to that size are one pipeline; a long backfill still gets a chec
 (README "Resuming, replaying, planning"). `--wave_hours H` cuts by time instead.
 """
 import datetime
+import functools
+import operator
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from pipeline.paths import UsageError, hour_from_path
@@ -19,6 +21,7 @@ DEFAULT_WAVE_MB = 512
 MAX_WAVE_FILES = 25_000     # ~250 MB of per-file memory over the process tree (PSS)
 
 ListedFile = Tuple[str, Optional[str], int]     # (path, event type if the path says, bytes)
+_size = operator.itemgetter(2)   # a ListedFile's bytes (reverse=True keeps ties in order)
 
 
 class WaveSize(NamedTuple):
@@ -59,7 +62,11 @@ def as_wave_size(size) -> WaveSize:
 
 def _hour_number(path: str) -> int:
     """Hours since 1970 of the file's date= hour; -1 for files without one (they come first)."""
-    hour = hour_from_path(path)
+    return _hours_since_epoch(hour_from_path(path))
+
+
+@functools.lru_cache(maxsize=4096)
+def _hours_since_epoch(hour: Optional[datetime.datetime]) -> int:
     return -1 if hour is None else int((hour - EPOCH).total_seconds() // 3600)
 
 
@@ -118,7 +125,7 @@ def wave_lines(waves: List[List[ListedFile]], limit: int = 12) -> List[str]:
 def largest_first(files: List[ListedFile]) -> List[Tuple[str, Optional[str]]]:
     """(path, event type) of each file, largest first: the order a wave's files are dealt to
     the workers (transforms/read.py), so that they finish together."""
-    return [(path, event_type) for path, event_type, _ in sorted(files, key=lambda e: -e[2])]
+    return [(path, event_type) for path, event_type, _ in sorted(files, key=_size, reverse=True)]
 
 
 def partitions_of(files) -> List[str]:

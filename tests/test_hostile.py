@@ -9,14 +9,18 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
 from devtools.receiver import SegmentReceiver
 from tests import hostile
 from tests.helpers import avro_bytes, balanced, read_rejects, record
-from transforms.read import (MAX_BLOCK_BYTES, CorruptBlock, RefusedFile, block_headers,
-                             read_header, records, schema_min_record_bytes)
+import transforms.read as read_module
+from transforms.model import CurrentsEvent
+from transforms.read import (MAX_BLOCK_BYTES, REPORT_EVERY, CorruptBlock, ReadCurrentsFileFn,
+                             RefusedFile, block_headers, read_header, record_chunks, records,
+                             schema_min_record_bytes)
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = 'wk_hostile-key-5520'
@@ -154,6 +158,49 @@ def test_record_count_is_checked_against_the_block_bytes_before_any_record():
                 next(found)
         else:
             assert next(found)['id'] == 'evt-1'
+
+
+@pytest.mark.parametrize('count, chunks', [(1, [1]), (1023, [1023]), (1024, [1024]),
+                                           (1025, [1024, 1]), (2048, [1024, 1024]),
+                                           (2049, [1024, 1024, 1])])
+def test_a_block_is_decoded_in_chunks_of_at_most_1024_records(count, chunks):
+    assert REPORT_EVERY == 1024
+    f = io.BytesIO(hostile.container(hostile.SMALL, 'null', [(count, hostile._flat_record() * count),
+                                                              (2, hostile._flat_record() * 2)]))
+    assert [len(chunk) for chunk in record_chunks(f, read_header(f))] == chunks + [2]
+
+
+def test_a_record_that_does_not_decode_comes_after_every_record_before_it():
+    """Decoded a chunk at a time, a bad record still leaves the 1,500 before it (1,024 + 476)
+    delivered and counted, and the rest of the file is one reject saying so."""
+    one = hostile._flat_record()
+    bad = b'\x07' + b'\xff' * 30   # a string whose length never ends
+    data = hostile.container(hostile.SMALL, 'null', [(2500, one * 1500 + bad + one * 1000)])
+    f = io.BytesIO(data)
+    chunks = record_chunks(f, read_header(f))
+    assert [len(next(chunks)), len(next(chunks))] == [1024, 476]
+    with pytest.raises(Exception):
+        next(chunks)
+    f = io.BytesIO(data)
+    found = records(f, read_header(f))
+    assert [r['id'] for _, r in zip(range(1500), found)] == ['evt-1'] * 1500
+    with pytest.raises(Exception):
+        next(found)
+    fn = ReadCurrentsFileFn(frozenset({'x.Small'}))
+    path = '/in/event_type=x.Small/bad.avro'
+    with mock.patch.object(read_module.FileSystems, 'open', lambda *a, **k: io.BytesIO(data)):
+        out = list(fn.process((path, 'x.Small')))
+    assert len(out) == 1501 and all(isinstance(e, CurrentsEvent) for e in out[:1500])
+    assert '1500 records decoded before' in out[-1].value.detail
+
+
+def test_a_block_with_data_after_its_records_is_refused_after_them():
+    one = hostile._flat_record()
+    f = io.BytesIO(hostile.container(hostile.SMALL, 'null', [(1500, one * 1500 + b'\x00')]))
+    chunks = record_chunks(f, read_header(f))
+    assert [len(next(chunks)), len(next(chunks))] == [1024, 476]
+    with pytest.raises(CorruptBlock, match='block 0 holds more data than its 1500 records'):
+        next(chunks)
 
 
 def test_block_size_limit_at_the_exact_boundary():

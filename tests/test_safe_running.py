@@ -402,3 +402,15 @@ def test_a_failed_dataflow_poll_delays_a_line_and_never_ends_the_run():
     monitor = ProgressMonitor(0, 3, 0, 0, io.StringIO(), poll=poll)
     assert monitor.totals() == {}
     assert 'files 0/3' in monitor.line()
+
+
+def test_the_events_estimate_is_worked_out_by_the_first_progress_line_once():
+    """Reading block headers for the estimate is left to the first line, not the launcher."""
+    asked = []
+    totals = {live.SENT: 100}
+    monitor = ProgressMonitor(0, 3, lambda: asked.append(1) or 1000, 50, io.StringIO(),
+                              poll=lambda: totals)
+    assert asked == []
+    assert 'ETA 0:00:18' in monitor.line()    # (1000 - 100) events at 50/s
+    totals[live.SENT] = 400
+    assert 'ETA 0:00:12' in monitor.line() and asked == [1] and monitor.estimate == 1000
