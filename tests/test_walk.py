@@ -232,9 +232,17 @@ def test_a_walk_is_nothing_when_a_process_sharing_it_fails(tmp_path, monkeypatch
             raise OSError('a helper cannot walk')
         return whole(folders)
     monkeypatch.setattr(walk, 'FOLDERS_PER_SHARE', 1)
-    monkeypatch.setattr(walk, 'walk_folders', fails_in_a_helper)
+    with monkeypatch.context() as patched:
+        patched.setattr(walk, 'walk_folders', fails_in_a_helper)
+        assert walk.WalkAhead(folder, walkers=2).take() is None
+        assert walk.WalkAhead(folder, walkers=1).take() is not None   # no helper: whole
+    write = walk._write
+
+    def wrote_then_failed_in_a_helper(fd, files):   # its file complete, its status not 0
+        status = write(fd, files)
+        return 3 if os.getppid() != launcher else status
+    monkeypatch.setattr(walk, '_write', wrote_then_failed_in_a_helper)
     assert walk.WalkAhead(folder, walkers=2).take() is None
-    assert walk.WalkAhead(folder, walkers=1).take() is not None   # no helper: whole
 
 
 def test_a_walk_ahead_uses_at_most_one_process_per_core(tmp_path, monkeypatch):
