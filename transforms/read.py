@@ -400,9 +400,9 @@ def record_chunks(handle, header: Header) -> Iterator[List[dict]]:
     its first record is decoded; a record that does not decode raises once the records before
     it are out, as `records` would have given them.
 
-    A list comprehension per chunk instead of a generator step per record: ~0.4 us of the
-    workers' time per record (~0.5 CPU-s on 1.2M events), and a chunk's size bounds what is
-    held at once whatever a block declares.
+    A list comprehension per chunk instead of a generator step per record: with the events
+    built by tuple.__new__, ~0.23 us of the workers' time per record (~0.27 CPU-s on 1.2M
+    events), and a chunk's size bounds what is held at once whatever a block declares.
     """
     parsed = header.writer.compiled()
     named = header.writer.named_types() if FAST_DECODE else None
