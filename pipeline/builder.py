@@ -12,13 +12,15 @@ from apache_beam.options.pipeline_options import (DebugOptions, PipelineOptions,
 from apache_beam.runners.runner import PipelineRunner
 
 import pipeline
-from pipeline.ledger import pending_path, segment_path
+from pipeline.ledger import window_path
 from pipeline.options import RunSettings
 from pipeline.resume import input_identity
 from transforms.deliver import EVENTS, REJECTS, DeliverToSegment
-from transforms.manifest import CommitDeliveredFn, WriteManifestFn
+from transforms.manifest import (RecordWindowFn, WindowUpdate, WriteCoverageFn, WriteManifestFn,
+                                 newest_hour)
 from transforms.progress import LiveChannel
-from transforms.read import ReadCurrentsEvents
+from transforms.read import ReadCurrentsEvents, RecordSpec
+from transforms.records import records_dir
 from transforms.send import SendBatchesFn, WriteRequestBodiesFn
 
 LARGE_GRAPH_FILES = 5000
@@ -82,46 +84,76 @@ def deliver_step(settings: RunSettings, options: PipelineOptions, rejects_prefix
 
 
 def records_files(settings: RunSettings) -> bool:
-    """Whether a wave of this run records its files (pipeline/ledger.py): a run that sends."""
-    return settings.file_stamps is not None and not settings.dry_run_output
+    """Whether a wave of this run records its done files (transforms/completion.py): a run that
+    sends (a dry run sends nothing, so it records nothing)."""
+    return bool(settings.rejects) and not settings.dry_run_output
 
 
-def delivered_entries(settings: RunSettings, files) -> List[Tuple[str, int, float]]:
-    """The per-file record of a wave of these files (path, bytes, stamp), in path order."""
+def read_elements(settings: RunSettings, files) -> List[Tuple[str, Optional[str], int, float]]:
+    """(path, event type, bytes, stamp) of each file, from (path, type[, bytes]) and the
+    stamps the listing took (settings.file_stamps)."""
     stamps = settings.file_stamps or {}
-    return [(path, *stamps[path]) for path in sorted([entry[0] for entry in files])
-            if path in stamps]
+    elements = []
+    for entry in files:
+        size, stamp = stamps.get(entry[0], (entry[2] if len(entry) > 2 else 0, 0.0))
+        elements.append((entry[0], entry[1], size, stamp))
+    return elements
 
 
-def build_pipeline(settings: RunSettings, files: List[Tuple[str, Optional[str]]],
-                   options: PipelineOptions, wave: str = 'w0',
+def coverage_path(settings: RunSettings, wave: str) -> str:
+    return f'{settings.rejects}/coverage/coverage-{settings.run_id}-{wave}.json'
+
+
+def done_marker(settings: RunSettings, wave: str) -> str:
+    """What a `--since_last_run` wave writes once over (a submitted job's lock waits for it)."""
+    return f'{records_dir(settings.rejects)}/{DONE_PREFIX}{settings.run_id}-{wave}.json'
+
+
+DONE_PREFIX = 'done-'
+
+
+def build_pipeline(settings: RunSettings, files, options: PipelineOptions, wave: str = 'w0',
                    partitions: Iterable[str] = (), manifest_path: Optional[str] = None,
                    runner: Optional[PipelineRunner] = None,
-                   live: LiveChannel = LiveChannel()) -> beam.Pipeline:
-    """One wave: these files, sent (or written, in a dry run), rejects, then its records:
-    the resume manifest (`manifest_path`) and the per-file record (when `records_files`: the
-    launcher stages it first, see pipeline/running.py), both written only once the rejects are
-    durable. A dry run sends nothing, so it records nothing."""
+                   live: LiveChannel = LiveChannel(), window: Optional[WindowUpdate] = None
+                   ) -> beam.Pipeline:
+    """One wave: these files (or a ListOnWorkers of units), sent (or written, in a dry run),
+    rejects; each file recorded as it completes (not in a dry run); then, once the rejects are
+    durable, the wave's coverage, its manifest (`manifest_path`; a `--since_last_run` wave
+    writes a done marker instead) and, given `window`, `--since_last_run`'s next window."""
     p = beam.Pipeline(runner=runner, options=options)
+    record = (RecordSpec(settings.rejects, settings.run_id, wave) if records_files(settings)
+              else None)
+    source = files if isinstance(files, beam.PTransform) else read_elements(settings, files)
     events, read_rejects = p | 'Read' >> ReadCurrentsEvents(
-        files, settings.selector.event_types, settings.skip_files, live,
-        settings.store_credentials)
-    written = {EVENTS: events, REJECTS: read_rejects} | 'Deliver' >> deliver_step(
+        source, settings.selector.event_types, settings.skip_files, live,
+        settings.store_credentials, record)
+    written, coverage = {EVENTS: events, REJECTS: read_rejects} | 'Deliver' >> deliver_step(
         settings, options, f'{settings.rejects}/rejects-{settings.run_id}-{wave}', live)
+    cells = (coverage
+             | 'SumCoverage' >> beam.CombinePerKey(_sum_figures)
+             | 'AllCoverage' >> beam.combiners.ToList())
+    _ = cells | 'WriteCoverage' >> beam.ParDo(WriteCoverageFn(coverage_path(settings, wave)))
     if settings.dry_run_output:
         return p
-    if settings.since_last_run or settings.follow:
-        # Partitions of a bucket still being written are never complete: record files only.
-        manifest_path = None
-    record = records_files(settings)
-    if manifest_path or record:
-        rejects_written = written | 'CountRejectFiles' >> beam.combiners.Count.Globally()
+    incremental = settings.since_last_run or settings.follow
+    if incremental:
+        # Partitions of a bucket still being written are never complete: a done marker only.
+        manifest_path, partitions = done_marker(settings, wave), ()
+    rejects_written = written | 'CountRejectFiles' >> beam.combiners.Count.Globally()
     if manifest_path:
         _ = rejects_written | 'RecordCompleted' >> beam.ParDo(WriteManifestFn(
-            manifest_path, settings.run_id, partitions, len(files),
-            input_identity(settings.input), live))
-    if record:
-        segment = segment_path(settings.rejects, settings.run_id, wave)
-        _ = rejects_written | 'RecordDelivered' >> beam.ParDo(CommitDeliveredFn(
-            pending_path(segment), segment, live))
+            manifest_path, settings.run_id, partitions,
+            len(files) if not isinstance(files, beam.PTransform) else 0,
+            input_identity(settings.input), live,
+            kind='since_last_run' if incremental else 'backfill'))
+    if window is not None:
+        newest = cells | 'NewestHour' >> beam.Map(newest_hour)
+        _ = rejects_written | 'RecordWindow' >> beam.ParDo(RecordWindowFn(
+            window_path(settings.rejects), window.newest, window.previous, settings.run_id,
+            live), beam.pvalue.AsSingleton(newest))
     return p
+
+
+def _sum_figures(figures):
+    return [sum(column) for column in zip(*figures)]

@@ -10,7 +10,8 @@ import time
 
 from pipeline.builder import is_dataflow
 from pipeline.cli import EXIT_OK, check_sending_setup, finish, run_failed
-from pipeline.incremental import lag_text, new_files, release, take_lock, wave_summary
+from pipeline.incremental import (advance_window, lag_text, new_files, release, take_lock,
+                                  wave_summary, window_for)
 from pipeline.listing import DELIVERED, input_pattern
 from pipeline.paths import UsageError
 from pipeline.summary import Summary
@@ -18,6 +19,8 @@ from pipeline.waves import make_waves, wave_size
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 MAX_FAILED_POLLS = 5   # listings in a row that fail before --follow gives up
+# A local file is taken once it has not changed for this long (it may still be copied in).
+SETTLE_SECONDS = 5.0
 
 
 class StopFlag:
@@ -55,10 +58,25 @@ def wave_line(number: int, files, summary: Summary, seconds: float, stamps=None)
     now = time.time()
     written = [stamps[f[0]][1] for f in files if stamps and f[0] in stamps]
     waited = f', files waited up to {max(0.0, now - min(written)):.1f} s' if written else ''
+    unreadable = (f' (+{d["files_rejected"]} unreadable files)' if d['files_rejected']
+                  else '')
     return (f'wave {number}: {len(files)} files, {d["read"]} events read, {d["sent"]} sent, '
-            f'{d["dropped_no_external_user_id"]} dropped, {d["rejected"]} rejected '
+            f'{d["dropped_no_external_user_id"]} dropped, {d["rejected"]} rejected{unreadable} '
             f'in {seconds:.1f} s; {lag_text(files, now)}{waited}; balance '
             f'{"OK" if summary.balanced else "MISMATCH"}')
+
+
+def settled(files, stamps, now: float, seconds: float = SETTLE_SECONDS):
+    """The files of a local folder no longer being written: unchanged for `seconds` (a file
+    copied in is modified until the copy ends). Object stores publish whole objects: all."""
+    ready, waiting = [], 0
+    for entry in files:
+        stamp = (stamps or {}).get(entry[0], (0, 0.0))[1]
+        if '://' in entry[0] or now - stamp >= seconds:
+            ready.append(entry)
+        else:
+            waiting += 1
+    return ready, waiting
 
 
 def follow(settings, options, argv, out) -> int:
@@ -87,7 +105,8 @@ def follow(settings, options, argv, out) -> int:
         while not stop.is_set:
             polls += 1
             try:
-                listing, _ = new_files(settings, pattern, lock)
+                window = window_for(settings)
+                listing, _ = new_files(settings, options, window)
                 failed_polls = 0
             except UsageError as exc:   # the store did not answer: try again, not forever
                 failed_polls += 1
@@ -98,11 +117,20 @@ def follow(settings, options, argv, out) -> int:
                 stop.sleep(settings.poll_seconds)
                 continue
             skipped = {k: v for k, v in listing.skipped.items() if k != DELIVERED}
-            for wave in make_waves(listing.files, wave_hours):
+            ready, waiting = settled(listing.files, settings.file_stamps, time.time())
+            if waiting:
+                print(f'follow: {waiting} files still being written: taken at the next poll',
+                      file=out, flush=True)
+            poll_waves = make_waves(ready, wave_hours)
+            if not poll_waves and not waiting:
+                advance_window(settings, window, listing)
+            for number, wave in enumerate(poll_waves):
                 waves += 1
                 started = time.monotonic()
+                last = number == len(poll_waves) - 1 and not waiting
                 try:
-                    summary = wave_summary(settings, options, wave, f'f{waves}', runner)
+                    summary = wave_summary(settings, options, wave, f'f{waves}', runner,
+                                           window.update(listing) if last else None)
                 except Exception as exc:   # nothing of this wave is recorded: rerun sends it
                     print(f'follow: wave {waves} failed; its files are sent again by the next '
                           f'run', file=out, flush=True)

@@ -12,20 +12,23 @@ from typing import List, Optional, Tuple
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.builder import is_dataflow
-from pipeline.cli import (EXIT_FAILED, EXIT_OK, EXIT_SEGMENT_CONFIG, EXIT_SIGNAL_BASE, PROG,
+from pipeline.cli import (EXIT_FAILED, EXIT_OK, EXIT_SEGMENT_CONFIG, EXIT_SIGNAL_BASE,
+                          EXIT_USAGE, PROG,
                           USAGE_ERRORS, Console, check_rejects_writable, check_sending_setup,
-                          error, honour_no_auth, usage_error, using_console)
+                          error, finish, honour_no_auth, usage_error, using_console)
 from pipeline.hardening import harden_process
-from pipeline.listing import input_pattern, list_currents_files
+from pipeline.ledger import fold_pieces, load_window_records
+from pipeline.listing import DONE, Skip, input_pattern, list_input
 from pipeline.local_runner import (WarmWorkersRunner, local_parallelism, local_runner_options,
                                    start_warm_workers, uses_worker_processes, worker_processes)
 from pipeline.options import CurrentsToSegmentOptions, check_argv, settings_from
 from pipeline.paths import UsageError, hour_from_path
-from pipeline.plan import make_plan, plan_text
+from pipeline.plan import make_plan, plan_text, skip_reasons
 from pipeline.resume import completed_partitions
 from pipeline.running import run_waves
 from pipeline.stores import prepare_stores
-from pipeline.waves import make_waves, wave_size
+from pipeline.summary import Summary
+from pipeline.waves import make_waves, unit_waves, wave_size
 
 
 def print_help(out) -> None:
@@ -46,6 +49,76 @@ def undated_files(listing, selector) -> int:
     if selector.start is None and selector.end is None:
         return 0
     return sum(1 for path, _, _ in listing.files if hour_from_path(path) is None)
+
+
+def skip_for_resume(settings) -> Skip:
+    """What `--resume` skips: partitions earlier waves completed (their manifests) and files the
+    per-file record holds in the same version (read for the run's range only, when the launcher
+    lists; the workers read it themselves when they list)."""
+    done = completed_partitions(settings.rejects, settings.input)
+    fold_pieces(settings.rejects)
+    found = []
+
+    def recorded(path: str, size: int, stamp: float) -> bool:
+        if not found:
+            selector = settings.selector
+            found.append(load_window_records(settings.rejects, selector.start, selector.end))
+        return found[0].recorded(path, size, stamp)
+    return Skip(done, recorded, DONE)
+
+
+def nothing_to_read(settings, listing, options) -> Tuple[str, int]:
+    """Why a run found no file to read, in one line, and its exit status: all done already
+    (0), or nothing in the range, no Avro file, no file at all (2, as a usage error)."""
+    skipped = listing.skipped
+    total = sum(skipped.values())
+    if skipped.get(DONE) and skipped.get(DONE) == total:
+        return (f'nothing to do: all {total} files of the input were completed by earlier runs '
+                f'(--resume)'), EXIT_OK
+    if total:
+        reasons = ', '.join(f'{name} {n}' for name, n in skip_reasons(skipped).items())
+        return f'no Avro file of the selected event types under --input ({reasons})', EXIT_USAGE
+    if settings.selector.bounded:
+        span = hours_present_in(settings, options)
+        held = (f'the input holds date= hours {span[0]:%Y-%m-%d-%H} .. {span[1]:%Y-%m-%d-%H}'
+                if span else 'the input holds no date= hour of the selected event types')
+        return (f'nothing to read in the range {settings_range(settings)}: {held}'), EXIT_USAGE
+    return f'no input files match {input_pattern(settings.input)}', EXIT_USAGE
+
+
+def settings_range(settings) -> str:
+    start, end = settings.selector.start, settings.selector.end
+    return (f'{start:%Y-%m-%d-%H} .. ' if start else '.. ') + (f'{end:%Y-%m-%d-%H}' if end
+                                                                else '')
+
+
+def hours_present_in(settings, options):
+    """(first, last) date= hour of the input's selected type folders, from their hour folders'
+    names (a delimiter listing each: only said when a range holds nothing)."""
+    from pipeline.listing import resolve_input
+    from transforms import listing as stores
+    from transforms.layout import FileSelector
+    found = resolve_input(settings.input, options)
+    if found.kind != 'folder':
+        return None
+    store = stores.store_for(found.path, options=options)
+    unbounded = FileSelector(settings.selector.event_types)
+    hours = []
+    for unit in stores.find_units(store, found.path, unbounded).units[:MAX_TYPES_LOOKED_AT]:
+        if unit.kind == 'all' and unit.event_type:
+            present = stores.hours_present(store, unit)
+            hours += present[:1] + present[-1:]
+    return (min(hours), max(hours)) if hours else None
+
+
+MAX_TYPES_LOOKED_AT = 100
+
+
+def plan_waves(listing, waves_by):
+    """The run's waves: of files (listed here) or of units (listed by the workers)."""
+    if listing.on_workers:
+        return unit_waves(listing.units, waves_by, listing.sample)
+    return make_waves(listing.files, waves_by)
 
 def run(argv: Optional[List[str]] = None, out=None, console: Optional[Console] = None) -> int:
     with using_console(console):
@@ -92,25 +165,30 @@ def _run(argv, out) -> int:
         if settings.since_last_run:
             from pipeline.incremental import since_last_run
             return since_last_run(settings, options, argv, out)
-        pattern = input_pattern(settings.input)
-        done = completed_partitions(settings.rejects, settings.input) if settings.resume else frozenset()
-        listing = list_currents_files(pattern, settings.selector, done)
-        if not listing.files and not listing.skipped:
-            raise UsageError(f'no input files match {pattern}')
-        settings.file_stamps = listing.stamps   # completed waves record their files
         dataflow = is_dataflow(options)
+        skip = skip_for_resume(settings) if settings.resume else Skip()
+        listing = list_input(settings.input, settings.selector, skip, options,
+                             on_workers=dataflow)
+        if not listing.files and not listing.units and not settings.plan:
+            why, code = nothing_to_read(settings, listing, options)
+            if code != EXIT_OK:
+                raise UsageError(why)
+            print(f'{PROG}: {why}', file=out, flush=True)
+            return finish(Summary.from_listing(listing.skipped, settings.mapping),
+                          settings.summary_output, settings.rejects)
+        settings.file_stamps = listing.stamps   # each file is recorded as it completes
         waves_by = wave_size(settings.wave_hours, settings.wave_mb, dataflow, settings.wait)
         undated = undated_files(listing, settings.selector)
         if settings.plan:
-            plan = make_plan(listing.files, listing.skipped, waves_by,
-                             settings.max_events_per_second, settings.mapping,
-                             settings.selector.event_types, undated)
+            plan = make_plan(listing, waves_by, settings.max_events_per_second,
+                             settings.mapping, settings.selector.event_types, undated)
             print(plan_text(plan, settings.max_events_per_second), file=out, flush=True)
             return EXIT_OK
         check_sending_setup(settings, options)
         check_rejects_writable(settings.rejects)
-        local_parallelism(options, argv, sum(size for _, _, size in listing.files))
-        waves = make_waves(listing.files, waves_by)
+        local_parallelism(options, argv, sum(size for _, _, size in
+                                             listing.files or listing.sample or ()))
+        waves = plan_waves(listing, waves_by)
         detached = dataflow and not settings.wait
     except USAGE_ERRORS as exc:
         return usage_error(exc)

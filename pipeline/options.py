@@ -23,6 +23,7 @@ FORBIDDEN_FLAGS = ('--segment_write_key', '--write_key', '--segment-write-key', 
 LOCAL_ONLY = frozenset({'fresh_worker_processes', 'progress_seconds', 'verbose', 'follow',
                         'poll_seconds', 'wave_mb'})
 DEFAULT_PROGRESS_SECONDS = 10.0
+DEFAULT_LOOKBACK_HOURS = 48
 
 
 class CurrentsToSegmentOptions(PipelineOptions):
@@ -96,6 +97,10 @@ class CurrentsToSegmentOptions(PipelineOptions):
         a('--since_last_run', action='store_true', default=False,
           help='Send only the input files not delivered by earlier runs with the same '
                '--rejects (new or changed since); safe to start from a scheduler')
+        a('--lookback_hours', type=int, default=DEFAULT_LOOKBACK_HOURS,
+          help='With --since_last_run/--follow: look again at the date= hours from the oldest '
+               'one not yet complete minus this many (Braze writes an hour\'s files during and '
+               'just after it; default 48); 0 = the whole input, for an occasional sweep')
         a('--follow', action='store_true', default=False,
           help='Local: keep sending new input files every --poll_seconds until SIGINT/SIGTERM')
         a('--poll_seconds', type=float, default=60.0,
@@ -206,8 +211,9 @@ class RunSettings:
     since_last_run: bool = False
     follow: bool = False
     poll_seconds: float = 60.0
-    # path -> (bytes, modification stamp) of the listed files: the pipeline's last step records
-    # the files of its wave in the per-file record (pipeline/ledger.py) when this is set.
+    lookback_hours: int = DEFAULT_LOOKBACK_HOURS
+    # path -> (bytes, modification stamp) of the listed files: each is recorded with them in
+    # the per-file record (transforms/records.py) once it completes.
     file_stamps: Optional[Dict[str, Tuple[int, float]]] = None
 
 
@@ -316,6 +322,8 @@ def settings_from(options: PipelineOptions, need_rejects: bool = True) -> RunSet
         raise UsageError('--wave_hours must be 0 (one wave) or positive')
     if o.poll_seconds <= 0:
         raise UsageError('--poll_seconds must be positive')
+    if o.lookback_hours < 0:
+        raise UsageError('--lookback_hours must be 0 (the whole input) or positive')
     if o.resume and (o.since_last_run or o.follow):
         raise UsageError('--resume skips completed partitions (backfills), --since_last_run and '
                          '--follow skip delivered files: use one of them')
@@ -340,4 +348,5 @@ def settings_from(options: PipelineOptions, need_rejects: bool = True) -> RunSet
         progress_seconds=o.progress_seconds, verbose=o.verbose,
         mapping=o.mapping, include_anonymous=o.include_anonymous, use_env_proxy=o.use_env_proxy,
         skip_files=frozenset(p.strip() for p in (o.skip_files or '').split(',') if p.strip()),
-        since_last_run=o.since_last_run, follow=o.follow, poll_seconds=o.poll_seconds)
+        since_last_run=o.since_last_run, follow=o.follow, poll_seconds=o.poll_seconds,
+        lookback_hours=o.lookback_hours)

@@ -6,9 +6,10 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.paths import hour_from_path
-from pipeline.waves import as_wave_size, make_waves, partitions_of, wave_lines
+from pipeline.waves import (as_wave_size, make_waves, partitions_of, unit_wave_lines, unit_waves,
+                            wave_lines)
 from transforms.events import event_type_from_schema_name
-from transforms.profiles import CLASSIC, row_name
+from transforms.profiles import CLASSIC, row_name, row_names
 from transforms.read import block_headers, read_header
 
 
@@ -62,17 +63,61 @@ def estimate_events(files: List[Tuple[str, Optional[str], int]]) -> int:
     return int(round(sum(size * ratios[t] for _, t, size in files)))
 
 
-def make_plan(files: List[Tuple[str, Optional[str], int]], skipped: Dict[str, int],
-              wave_size, max_events_per_second: float, mapping: str = CLASSIC,
-              event_types: Optional[FrozenSet[str]] = None, undated: int = 0) -> dict:
-    """`wave_size`: a waves.WaveSize (or an int of hours), as the run would cut its input."""
-    skipped = dict(skipped)
+SKIP_NAMES = {'skip_type': 'other_event_type', 'skip_range': 'outside_start_end',
+              'skip_not_avro': 'not_avro_name', 'skip_done': 'completed_by_earlier_run'}
+SAMPLE_UNITS = 8   # units a plan of a range the workers list lists here, for its estimate
+
+
+def skip_reasons(skipped: Dict[str, int]) -> Dict[str, int]:
+    """Skip counts under the names the summary JSON uses (`files_skipped_by_reason`)."""
+    named: Dict[str, int] = {}
+    for key, value in skipped.items():
+        name = SKIP_NAMES.get(key, key)
+        named[name] = named.get(name, 0) + value
+    return dict(sorted(named.items()))
+
+
+def sample_listing(listing, options=None) -> Tuple[List[Tuple[str, Optional[str], int]], float]:
+    """A range the workers list: files of a few of its units, listed here, and the share of the
+    range's hours they hold (for an estimate of the whole)."""
+    from transforms import listing as stores
+    hourly = [u for u in listing.units if u.kind == 'hours' and u.start and u.end]
+    if listing.sample:
+        return listing.sample, 0.0
+    if not hourly:
+        return [], 0.0
+    step = max(1, len(hourly) // SAMPLE_UNITS)
+    chosen = hourly[::step][:SAMPLE_UNITS]
+    counter = stores.Counter()
+    store = stores.store_for(chosen[0].path, counter, options)
+    files = [(path, u.event_type, size) for u in chosen for path, size, _ in
+             stores.list_unit(store, u)]
+    hours = lambda units: sum((u.end - u.start).total_seconds() / 3600 for u in units)  # noqa
+    return files, hours(chosen) / max(1.0, hours(hourly))
+
+
+def make_plan(listing, wave_size, max_events_per_second: float, mapping: str = CLASSIC,
+              event_types: Optional[FrozenSet[str]] = None, undated: int = 0,
+              options=None) -> dict:
+    """What a run of this listing would do. `wave_size`: a waves.WaveSize (or an int of hours),
+    as the run would cut its input. A range the workers list is estimated from a sample of its
+    units (the plan says so)."""
+    skipped = dict(listing.skipped)
+    files = listing.files
+    share = 1.0
+    if listing.on_workers:
+        files, share = sample_listing(listing, options)
     if event_types is not None:
         files, by_header = decide_by_header(files, event_types)
         if by_header:
             skipped['skip_type'] = skipped.get('skip_type', 0) + by_header
     wave_size = as_wave_size(wave_size)
-    waves = make_waves(files, wave_size)
+    if listing.on_workers:
+        waves = unit_waves(listing.units, wave_size, files)
+        lines = unit_wave_lines(waves)
+    else:
+        waves = make_waves(files, wave_size)
+        lines = wave_lines(waves)
     by_type = defaultdict(lambda: {'files': 0, 'bytes': 0, 'sample': None})
     for path, event_type, size in files:
         row = by_type[event_type or '(from schema)']
@@ -80,33 +125,41 @@ def make_plan(files: List[Tuple[str, Optional[str], int]], skipped: Dict[str, in
         row['bytes'] += size
         if row['sample'] is None or size > row['sample'][1]:
             row['sample'] = (path, size)
+    scale = 1.0 / share if share else 1.0
     estimate = 0
     rows = {}
     for event_type, row in sorted(by_type.items()):
         _, ratio = _events_per_byte(row['sample'][0]) if row['sample'] else (None, 0.0)
-        events = int(round(row['bytes'] * ratio))
+        events = int(round(row['bytes'] * ratio * scale))
         estimate += events
         name = row_name(mapping, event_type)
         found = rows.setdefault(name, {'files': 0, 'bytes': 0, 'events_estimate': 0})
-        found['files'] += row['files']
-        found['bytes'] += row['bytes']
+        found['files'] += int(round(row['files'] * scale))
+        found['bytes'] += int(round(row['bytes'] * scale))
         found['events_estimate'] += events
+    order = {name: i for i, name in enumerate(dict.fromkeys(row_names(mapping).values()))}
+    rows = dict(sorted(rows.items(), key=lambda kv: order.get(kv[0], len(order))))
     hours = sorted(h for h in (hour_from_path(p) for p, _, _ in files) if h is not None)
     seconds = estimate / max_events_per_second if max_events_per_second > 0 else None
     return {
-        'files': len(files),
-        'bytes': sum(size for _, _, size in files),
-        'partitions': len(partitions_of(files)),
+        'files': int(round(len(files) * scale)),
+        'bytes': int(round(sum(size for _, _, size in files) * scale)),
+        'partitions': int(round(len(partitions_of(files)) * scale)),
         'first_hour': hours[0].strftime('%Y-%m-%d-%H') if hours else None,
         'last_hour': hours[-1].strftime('%Y-%m-%d-%H') if hours else None,
         'events_estimate': estimate,
         'send_seconds_estimate': seconds,
         'waves': len(waves),
         'wave_size': wave_size.describe(),
-        'wave_lines': wave_lines(waves),
-        'files_skipped': dict(skipped),
+        'wave_lines': lines,
+        'files_skipped': skip_reasons(skipped),
         'files_without_date_hour': undated,
         'by_event': rows,
+        'list_requests': listing.requests,
+        'objects_listed': listing.objects,
+        'event_types_not_selected': list(listing.types_skipped),
+        'listed_by_workers': (None if not listing.on_workers else
+                              {'units': len(listing.units), 'sampled_share': round(share, 4)}),
     }
 
 
@@ -118,15 +171,28 @@ def _duration(seconds: Optional[float]) -> str:
 
 
 def plan_text(plan: dict, rate: float) -> str:
-    lines = [f'files to read: {plan["files"]} ({plan["bytes"]:,} bytes) in {plan["partitions"]} '
-             f'partitions (event type x date= hour), hours {plan["first_hour"]} .. '
-             f'{plan["last_hour"]}, {plan["waves"]} wave(s) ({plan["wave_size"]})',
+    workers = plan.get('listed_by_workers')
+    about = '~' if workers else ''
+    hours = (f'hours {plan["first_hour"]} .. {plan["last_hour"]}' if plan['first_hour']
+             else 'no date= hours')
+    skipped = plan['files_skipped']
+    lines = [f'files to read: {about}{plan["files"]:,} ({about}{plan["bytes"]:,} bytes) in '
+             f'{about}{plan["partitions"]:,} partitions (event type x date= hour), {hours}, '
+             f'{plan["waves"]} wave(s) ({plan["wave_size"]})',
              *plan['wave_lines'],
-             f'files skipped: {sum(plan["files_skipped"].values())} '
-             + (str(plan['files_skipped']) if plan['files_skipped'] else ''),
+             f'files skipped: {sum(skipped.values())}'
+             + (' (' + ', '.join(f'{name} {n}' for name, n in skipped.items()) + ')'
+                if skipped else ''),
              *([f'read regardless: no date= hour in path: {plan["files_without_date_hour"]} '
                 f'files (--start/--end cannot prune them)']
                if plan.get('files_without_date_hour') else []),
+             f'listing: {plan["list_requests"]:,} LIST requests, {plan["objects_listed"]:,} '
+             f'objects listed'
+             + (f'; {len(plan["event_types_not_selected"])} event type folders not read '
+                f'(never listed)' if plan['event_types_not_selected'] else ''),
+             *([f'listed by the workers: {workers["units"]} units; the figures above are '
+                f'estimated from {workers["sampled_share"]:.1%} of the range, listed here']
+               if workers else []),
              f'events (estimate from Avro block headers of one file per type): '
              f'{plan["events_estimate"]:,}',
              f'sending time at {rate:g} events/s: {_duration(plan["send_seconds_estimate"])}'

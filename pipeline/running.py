@@ -1,10 +1,11 @@
 """Running a listed input wave by wave: build, run, wait, stop cleanly, sum up.
 
-Used by a run and by `--since_last_run`; each wave is one pipeline whose last step records it
-(pipeline/builder.py), so a stopped or failed run is continued with `--resume`.
+Used by a run and by `--since_last_run`; each wave is one pipeline whose files are recorded as
+they complete (transforms/completion.py), so a stopped or failed run is continued with
+`--resume`, which sends again only what was in flight.
 """
-import contextlib
 import glob
+import json
 import logging
 import os
 import shutil
@@ -14,16 +15,19 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import TestOptions
 
 from pipeline import cli
-from pipeline.builder import (build_pipeline, delivered_entries, is_dataflow, job_options,
+from pipeline.builder import (build_pipeline, coverage_path, is_dataflow, job_options,
                               records_files)
 from pipeline.cli import (EXIT_OK, EXIT_SIGNAL_BASE, PROG, error, finish, run_failed)
-from pipeline.ledger import discard_pending, segment_path, stage_segment
+from pipeline.ledger import fold_pieces
+from pipeline.listing import DELIVERED
 from pipeline.plan import estimate_events
 from pipeline.progress import (SIGNAL_NAMES, ProgressMonitor, StopOnSignal, dataflow_poll,
                                live_channel)
 from pipeline.resume import manifest_dir
-from pipeline.summary import Summary
+from pipeline.summary import LISTED, NOT_STARTED, Summary
 from pipeline.waves import largest_first, partitions_of
+from transforms.expand import ListOnWorkers, SkipRecorded
+from transforms.records import read_object
 
 
 def _remove_beam_temp_folders(rejects: str) -> None:
@@ -57,27 +61,46 @@ _WORKER_GONE = ('Socket closed', 'StatusCode.UNAVAILABLE', 'worker process exite
                 'StatusCode.CANCELLED')
 
 
-@contextlib.contextmanager
-def staged_record(settings, files, wave: str, keep: bool = False):
-    """Stages a wave's per-file record for its pipeline to commit (pipeline/ledger.py); when
-    the wave is over, removes it if the wave did not commit it. `keep`: a submitted Dataflow
-    job commits it later."""
-    if not records_files(settings):
-        yield
-        return
-    segment = segment_path(settings.rejects, settings.run_id, wave)
-    stage_segment(segment, delivered_entries(settings, files))
+def wave_source(settings, wave, on_workers: bool):
+    """What a wave's pipeline reads: its files, largest first, or its units, listed by the
+    workers (who skip what the per-file record holds when the run skips earlier work)."""
+    if not on_workers:
+        return largest_first(wave)
+    skip = None
+    if settings.resume:
+        skip = SkipRecorded(settings.rejects, 'skip_done')
+    elif settings.since_last_run or settings.follow:
+        skip = SkipRecorded(settings.rejects, DELIVERED)
+    return ListOnWorkers(wave, settings.selector, skip, settings.store_credentials)
+
+
+def after_wave(settings, wave_name: str) -> Summary:
+    """Once a wave is over: its done files folded into the record's hours, and its coverage
+    (per event type and hour) as a summary."""
+    if records_files(settings):
+        try:
+            fold_pieces(settings.rejects)
+        except Exception as exc:  # noqa: BLE001 - folded by the next run that reads them
+            logging.getLogger(__name__).warning('could not fold the record pieces: %s', exc)
+    path = coverage_path(settings, wave_name)
     try:
-        yield
-    finally:
-        if not keep:
-            discard_pending(segment)
+        body = json.loads(read_object(path).decode('utf-8'))
+        FileSystems.delete([path])
+    except Exception:  # noqa: BLE001 - e.g. a stopped wave: no coverage, the counts stand
+        return Summary({}, settings.mapping)
+    return Summary.from_coverage(body.get('cells', ()), settings.mapping)
 
 
 def run_waves(settings, options, listing, waves, detached, out, runner=None, undated=0,
-              workers=None) -> int:
-    """Runs the waves one after the other; a failed wave stops the run with one line."""
+              workers=None, window=None) -> int:
+    """Runs the waves one after the other; a failed wave stops the run with one line.
+
+    `window`: what a `--since_last_run` that completes records for its next pass (its last
+    wave writes it)."""
     summary = Summary.from_listing(listing.skipped, settings.mapping, undated)
+    summary = summary.add(Summary({LISTED[0]: listing.requests, LISTED[1]: listing.objects},
+                                  settings.mapping, types_skipped=listing.types_skipped))
+    on_workers = listing.on_workers
     if listing.skipped.get('skip_done'):
         print(f'resume: {listing.skipped["skip_done"]} files in partitions completed by earlier '
               f'runs are skipped', file=out)
@@ -98,40 +121,46 @@ def run_waves(settings, options, listing, waves, detached, out, runner=None, und
     monitor = None
     if local and settings.progress_seconds > 0:
         monitor = ProgressMonitor(settings.progress_seconds, len(listing.files),
-                                  lambda: estimate_events(listing.files),
+                                  lambda: estimate_events(listing.files or listing.sample or []),
                                   settings.max_events_per_second, console).start()
     live = live_channel(monitor, stop)
     try:
+        started = 0
         for number, wave in enumerate(waves):
             if stop is not None and stop.signum is not None:
                 break   # the waves not started stay for --resume
+            started = number + 1
             manifest = FileSystems.join(manifest_dir(settings.rejects),
                                         f'wave-{settings.run_id}-w{number}.json')
             try:
-                p = build_pipeline(settings, largest_first(wave),
-                                   job_options(settings, options, len(wave)),
-                                   wave=f'w{number}', partitions=partitions_of(wave),
-                                   manifest_path=manifest, runner=runner, live=live)
+                last = number == len(waves) - 1
+                p = build_pipeline(settings, wave_source(settings, wave, on_workers),
+                                   job_options(settings, options, 0 if on_workers else len(wave)),
+                                   wave=f'w{number}',
+                                   partitions=() if on_workers else partitions_of(wave),
+                                   manifest_path=manifest, runner=runner, live=live,
+                                   window=window if last else None)
                 if options.view_as(TestOptions).dry_run:
                     p.run()
                     print('Dataflow job built (--dry_run=True): nothing submitted', file=out)
                     return EXIT_OK
-                with staged_record(settings, wave, f'w{number}', keep=detached):
-                    result = p.run()
-                    if not detached:
-                        _wait(result, settings, wave, local, console)
+                result = p.run()
+                if not detached:
+                    _wait(result, settings, wave, local, console)
                 if detached:
                     job = getattr(result, 'job_id', lambda: '?')()
-                    print(f'submitted Dataflow job {job}: {len(wave)} files; the job records its '
-                          f'partitions in {manifest_dir(settings.rejects)} when it completes. '
-                          f'Counters are in the Dataflow console (or rerun with --wait).',
-                          file=out)
+                    what = (f'{len(wave)} units listed by the workers' if on_workers
+                            else f'{len(wave)} files')
+                    print(f'submitted Dataflow job {job}: {what}; the job records each file as '
+                          f'it completes, under {settings.rejects}. Counters are in the '
+                          f'Dataflow console (or rerun with --wait).', file=out)
                     return EXIT_OK
             except Exception as exc:  # the runner re-raises worker errors: one line
                 _remove_beam_temp_folders(settings.rejects)
+                after_wave(settings, f'w{number}')
                 if stop is not None and stop.signum is not None:
-                    error(f'stopped by {stop.name}; nothing of this wave is recorded as done: '
-                          f'rerun with --resume', note=True)
+                    error(f'stopped by {stop.name}; the files this wave completed are recorded '
+                          f'as done: rerun with --resume', note=True)
                     return EXIT_SIGNAL_BASE + stop.signum
                 if len(waves) > 1:
                     print(f'stopped in wave {number + 1} of {len(waves)}; completed waves are '
@@ -139,15 +168,19 @@ def run_waves(settings, options, listing, waves, detached, out, runner=None, und
                 logging.getLogger(__name__).error('the run failed', exc_info=True)
                 return run_failed(exc, died=worker_death(exc, workers))
             summary = summary.add(Summary.from_result(result, settings.mapping))
+            summary = summary.add(after_wave(settings, f'w{number}'))
             if len(waves) > 1:
-                print(f'wave {number + 1}/{len(waves)} done: {len(wave)} files', file=out)
+                print(f'wave {number + 1}/{len(waves)} done: {len(wave)} '
+                      f'{"units" if on_workers else "files"}', file=out)
         if monitor is not None:
             monitor.close()
             monitor = None
+        if stop is not None and stop.signum is not None and not on_workers:
+            summary = summary.add(Summary({NOT_STARTED: sum(len(w) for w in waves[started:])},
+                                          settings.mapping))
         print(summary.table(), file=out, flush=True)
         return finish(summary, settings.summary_output, settings.rejects,
-                      stop.signum if stop is not None else None,
-                      sum(len(w) for w in waves[number + 1:]) if waves else 0)
+                      stop.signum if stop is not None else None)
     finally:
         if monitor is not None:
             monitor.close()

@@ -1,15 +1,18 @@
 """The end-of-run summary: per event type read / dropped / sent / rejected, and the balance check."""
 import json
 from collections import defaultdict
-from typing import Dict
+from typing import Dict, Iterable, List, Optional, Tuple
 
 from apache_beam.metrics.metric import MetricsFilter
 
 from transforms import counts
+from transforms.completion import COLUMNS
 from transforms.profiles import CLASSIC, row_name, row_names
 
 
 UNDATED = 'files_without_date_hour'
+NOT_STARTED = 'files_not_started_stopped'   # files of waves a stopped run never started
+LISTED = ('list_requests', 'objects_listed')   # the listing's cost, launcher and workers
 
 
 class Summary:
@@ -19,15 +22,34 @@ class Summary:
     (LINE and RCS `Sent` under `current`) share a row, custom events are one `Custom Event` row.
     """
 
-    def __init__(self, values: Dict[str, int], mapping: str = CLASSIC):
+    def __init__(self, values: Dict[str, int], mapping: str = CLASSIC,
+                 coverage: Optional[Dict[Tuple[str, str], List[int]]] = None,
+                 types_skipped: Iterable[str] = ()):
         self.values = values
         self.mapping = mapping
+        self.coverage = coverage or {}     # (Currents type, hour) -> COLUMNS
+        self.types_skipped = frozenset(types_skipped)
 
     def add(self, other: 'Summary') -> 'Summary':
         merged = defaultdict(int, self.values)
         for name, value in other.values.items():
             merged[name] += value
-        return Summary(dict(merged), self.mapping)
+        coverage = {k: list(v) for k, v in self.coverage.items()}
+        for key, figures in other.coverage.items():
+            found = coverage.setdefault(key, [0] * len(figures))
+            for i, value in enumerate(figures):
+                found[i] += value
+        return Summary(dict(merged), self.mapping, coverage,
+                       self.types_skipped | other.types_skipped)
+
+    @classmethod
+    def from_counts(cls, mapping: str = CLASSIC, **values: int) -> 'Summary':
+        return cls({k: v for k, v in values.items() if v}, mapping)
+
+    @classmethod
+    def from_coverage(cls, cells: Iterable[list], mapping: str = CLASSIC) -> 'Summary':
+        """A wave's coverage object (transforms/manifest.py WriteCoverageFn) as a summary."""
+        return cls({}, mapping, {(row[0], row[1]): [int(v) for v in row[2:]] for row in cells})
 
     @classmethod
     def from_listing(cls, skipped: Dict[str, int], mapping: str = CLASSIC,
@@ -91,11 +113,32 @@ class Summary:
                 for k, v in sorted(skipped.items())},
             'files_without_date_hour': self.values.get(UNDATED, 0),
             'not_sent_stopped': totals['not_sent_stopped'],
-            'files_not_read_stopped': self.values.get(counts.FILES_UNREAD, 0),
+            'files_not_read_stopped': (self.values.get(counts.FILES_UNREAD, 0)
+                                       + self.values.get(NOT_STARTED, 0)),
             'requests': self.values.get('requests', 0),
             'requests_retried': self.values.get('requests_retried', 0),
             'requests_by_status': dict(sorted(statuses.items())),
+            'event_types_not_selected': sorted(self.types_skipped),
+            'list_requests': self.values.get(counts.LIST_REQUESTS, 0),
+            'objects_listed': self.values.get(counts.OBJECTS_LISTED, 0),
+            'recorded_files': self.values.get(counts.RECORDED_FILES, 0),
+            'recorded_events': self.values.get(counts.RECORDED_EVENTS, 0),
+            'unfinished_files': self.values.get(counts.UNFINISHED_FILES, 0),
+            'unfinished_events': self.values.get(counts.UNFINISHED_EVENTS, 0),
+            'by_hour': self.by_hour(order),
         }
+
+    def by_hour(self, order: Dict[str, int]) -> dict:
+        """The coverage per Segment event and date= hour (UNDATED for files without one)."""
+        events: Dict[str, Dict[str, List[int]]] = {}
+        for (event_type, hour), figures in sorted(self.coverage.items()):
+            row = events.setdefault(row_name(self.mapping, event_type), {})
+            found = row.setdefault(hour, [0] * len(figures))
+            for i, value in enumerate(figures):
+                found[i] += value
+        return {'columns': list(COLUMNS),
+                'events': dict(sorted(events.items(),
+                                      key=lambda kv: order.get(kv[0], len(order))))}
 
     @property
     def balanced(self) -> bool:
@@ -126,13 +169,21 @@ class Summary:
         if d['files_without_date_hour']:
             lines.append(f'read regardless: no date= hour in path: '
                          f'{d["files_without_date_hour"]} files (--start/--end cannot prune them)')
-        if d['not_sent_stopped'] or d['files_not_read_stopped']:
-            lines.append(f'stopped: {d["not_sent_stopped"]} events read but not sent, '
-                         f'{d["files_not_read_stopped"]} files not (fully) read; not recorded '
-                         f'as done (--resume sends them)')
+        if d['not_sent_stopped'] or d['files_not_read_stopped'] or d['unfinished_files']:
+            lines.append(f'stopped: {d["recorded_files"]} files ({d["recorded_events"]} events) '
+                         f'recorded as done; not done: {d["unfinished_files"]} files part way '
+                         f'({d["unfinished_events"]} of their events already sent, dropped or '
+                         f'rejected will be sent again by --resume), {d["not_sent_stopped"]} '
+                         f'events read but not sent, {d["files_not_read_stopped"]} files not '
+                         f'read')
         if d['rejected_by_reason']:
             lines.append('rejects by reason: ' + ', '.join(
                 f'{k} {v}' for k, v in d['rejected_by_reason'].items()))
+        if d['list_requests']:
+            lines.append(f'listing: {d["list_requests"]} LIST requests, {d["objects_listed"]} '
+                         f'objects' + (f'; event types not read: '
+                                       f'{len(d["event_types_not_selected"])} folders'
+                                       if d['event_types_not_selected'] else ''))
         if d['requests']:
             lines.append(f'requests: {d["requests"]} ({d["requests_retried"]} retried; by answer: '
                          + ', '.join(f'{k} {v}' for k, v in d['requests_by_status'].items()) + ')')

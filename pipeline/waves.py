@@ -12,8 +12,9 @@ import functools
 import operator
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
-from pipeline.paths import UsageError, hour_from_path
+from pipeline.paths import UsageError, event_type_from_path, hour_from_path
 from pipeline.listing import partition_key
+from transforms.listing import Unit
 
 EPOCH = datetime.datetime(1970, 1, 1)
 MIB = 1024 * 1024
@@ -130,3 +131,61 @@ def largest_first(files: List[ListedFile]) -> List[Tuple[str, Optional[str]]]:
 
 def partitions_of(files) -> List[str]:
     return sorted({partition_key(entry[0]) for entry in files})
+
+
+# ------------------------------------------------------------- waves of units (workers list)
+def unit_waves(units: List[Unit], size, sample: Optional[List[ListedFile]] = None
+               ) -> List[List[Unit]]:
+    """A range the workers list, in waves of whole date= hours in time order: by `hours`, or
+    by `bytes` (and files) as estimated from the files the launcher listed before handing the
+    range over (`sample`); units without hours (folders listed whole, single files) first."""
+    size = as_wave_size(size)
+    hourly = [u for u in units if u.kind == 'hours' and u.start is not None and u.end is not None]
+    others = [u for u in units if u not in hourly]
+    if not hourly or (not size.hours and not size.bytes):
+        return [list(units)] if units else []
+    start, end = min(u.start for u in hourly), max(u.end for u in hourly)
+    span = size.hours or _hours_holding(size, sample, len({u.event_type for u in hourly}))
+    waves, cut = [], start
+    while cut < end:
+        stop = min(end, cut + datetime.timedelta(hours=span))
+        wave = [u._replace(start=max(u.start, cut), end=min(u.end, stop)) for u in hourly
+                if u.start < stop and u.end > cut]
+        if wave:
+            waves.append(wave)
+        cut = stop
+    if others:
+        waves.insert(0, others)
+    return waves
+
+
+def _hours_holding(size: WaveSize, sample: Optional[List[ListedFile]], types: int) -> int:
+    """Hours of `types` event types that hold about `size` (bytes or files), from a sample of
+    listed files: its bytes and files per event type and hour."""
+    cells = {(entry[1] or event_type_from_path(entry[0]), _hour_number(entry[0]))
+             for entry in sample or ()}
+    if not sample or not cells:
+        return 24
+    per_hour = max(1, types)
+    hours = []
+    if size.bytes:
+        bytes_per_cell = sum(entry[2] for entry in sample) / len(cells)
+        hours.append(size.bytes / max(1.0, bytes_per_cell * per_hour))
+    if size.files:
+        hours.append(size.files / max(1.0, len(sample) / len(cells) * per_hour))
+    return max(1, int(min(hours)))
+
+
+def unit_wave_lines(waves: List[List[Unit]], limit: int = 12) -> List[str]:
+    """One line per wave of units for --plan (its hours and how many units)."""
+    lines = []
+    for number, wave in enumerate(waves):
+        hourly = [u for u in wave if u.kind == 'hours']
+        span = (f'{min(u.start for u in hourly):%Y-%m-%d-%H} .. '
+                f'{max(u.end for u in hourly) - datetime.timedelta(hours=1):%Y-%m-%d-%H}'
+                if hourly else 'folders without a date= range')
+        lines.append(f'  wave {number + 1}: {span}, {len(wave)} units listed by the workers')
+    if len(lines) > limit:
+        half = limit // 2
+        lines = lines[:half] + [f'  ... {len(lines) - 2 * half} more waves ...'] + lines[-half:]
+    return lines

@@ -8,6 +8,8 @@ pipeline must reach, decided from the *bytes it wrote* and the contract (docs/CO
 - ``unreadable``: the first ``len(records)`` records decode, the rest of the file is exactly one
   ``unreadable_file`` reject (CONTRACT §5);
 - ``skipped``: never opened or not one of the 34 types (counted in ``files_skipped``).
+- ``not_listed``: in an ``event_type=`` folder of a type the run does not read: never listed
+  (the folder is named in ``event_types_not_selected``).
 
 Truncation points are computed from the Avro block layout (block offsets, sizes and record
 counts), so the expected number of decoded records of a truncated file does not depend on the
@@ -128,7 +130,7 @@ def expected_fate(event_type: str, record: dict, prefix: str = '') -> str:
 class FileCase:
     path: str
     kind: str                       # what was done to it (for messages and the report)
-    outcome: str                    # 'read' | 'unreadable' | 'skipped'
+    outcome: str                    # 'read' | 'unreadable' | 'skipped' | 'not_listed'
     event_type: Optional[str]       # the type the pipeline attributes (path, else header)
     records: List[dict] = field(default_factory=list)   # records that must decode, in order
 
@@ -280,7 +282,7 @@ class BadCorpus:
         unreadable = {}
         for case in self.cases:
             files[case.outcome] += 1
-            if case.outcome == 'skipped':
+            if case.outcome in ('skipped', 'not_listed'):
                 continue
             if case.outcome == 'unreadable':
                 reasons['unreadable_file'] += 1
@@ -305,7 +307,9 @@ class BadCorpus:
             'dropped_no_external_user_id': totals['dropped_no_external_user_id'],
             'sent': totals['sent'], 'rejected': totals['rejected'],
             'files_read': files['read'], 'files_rejected': files['unreadable'],
-            'files_skipped': files['skipped'],
+            'files_skipped': files['skipped'], 'files_not_listed': files['not_listed'],
+            'types_not_selected': sorted({c.event_type for c in self.cases
+                                          if c.outcome == 'not_listed'}),
             'by_type': {t: dict(r) for t, r in by_type.items() if r['read']},
             'rejected_by_reason': dict(reasons),
             'sent_ids': sent_ids, 'unreadable': unreadable,
@@ -470,7 +474,7 @@ def build(root) -> BadCorpus:
     for other in ('users.messages.email.Bogus', 'users.behaviors.CustomEvent',
                   'users.messages.whatsapp.Send', 'not-a-type'):
         raw = avro(bogus_schema, [fit(bogus_schema, plain_record('other', i)) for i in range(5)])
-        c.write(c.path(other), raw, 'unknown_event_type_dir', 'skipped', other)
+        c.write(c.path(other), raw, 'unknown_event_type_dir', 'not_listed', other)
     for name in ('_SUCCESS', 'README.txt', 'part-0.avro.tmp', 'part-1.avro.crc', 'manifest.json',
                  'noextension'):
         c.write(c.path('users.messages.email.Send', name=name), b'not read', 'not_avro_name',

@@ -298,7 +298,7 @@ EXAMPLES = {
     'segment_write_key_secret': SECRET, 'aws_credentials_secret': SECRET,
     'azure_connection_string_secret': SECRET, 'resume': 'true', 'plan': 'true', 'wave_hours': '24',
     'wait': 'true', 'mapping': 'current', 'include_anonymous': 'true', 'segment_sent_at': 'false',
-    'since_last_run': 'true',
+    'since_last_run': 'true', 'lookback_hours': '48',
 }
 
 

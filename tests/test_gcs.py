@@ -100,7 +100,7 @@ def read_bodies(gcs, bucket):
     return names, [m for b in bodies for m in b['batch']], bodies
 
 
-REJECTS_FILE = re.compile(r'rejects/rejects-[^/]+-\d{5}-of-\d{5}\.jsonl')
+REJECTS_FILE = re.compile(r'rejects/rejects-[^/]+-w\d+-[0-9a-f]{12}-\d{5}\.jsonl')
 
 
 def read_rejects(gcs, bucket):
@@ -133,7 +133,9 @@ def test_full_sample_tree_on_gcs(gcs, bucket, tmp_path):
     assert summary['sent'] == 34
     assert summary['dropped_no_external_user_id'] == 0 and summary['rejected'] == 0
     assert summary['files_read'] == 34
-    assert summary['files_skipped'] == len(files) - 34
+    # The other types' folders are never listed below their names.
+    assert summary['files_skipped'] == 0
+    assert len(summary['event_types_not_selected']) == len(files) - 34
     assert summary['files_rejected'] == 0
     assert sorted(summary['by_event']) == SEGMENT_NAMES
     assert all(row['read'] == row['sent'] == 1 for row in summary['by_event'].values())
@@ -169,8 +171,8 @@ def test_start_end_prunes_by_date_hour_on_gcs(gcs, bucket, tmp_path):
     assert code == 0, table
     assert summary['read'] == summary['sent'] == len(later)
     assert summary['files_read'] == len(later)
-    assert summary['files_skipped'] == len(files)  # the whole 10:00 hour, never opened
-    assert summary['files_skipped_by_reason'] == {'outside_start_end': len(files)}
+    assert summary['files_skipped'] == 0   # the whole 10:00 hour, never listed nor opened
+    assert summary['objects_listed'] == len(later)
     expected = sorted(BY_CURRENTS_TYPE[t].segment_event for t in later)
     assert sorted(summary['by_event']) == expected
     _, messages, _ = read_bodies(gcs, bucket)

@@ -22,15 +22,13 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from devtools.receiver import SegmentReceiver
 from devtools.sample import generate
-from pipeline.builder import build_pipeline, delivered_entries
-from pipeline.ledger import (COMPACT_AFTER, Ledger, delivered_lines, discard_pending, ledger_dir,
-                             pending_path, segment_path, stage_segment)
+from pipeline.ledger import COMPACT_AFTER, compact_hours, fold_pieces, load_window_records
 from pipeline.lock import LEASE_ENV, Lock, lock_path
 from pipeline.main import run
-from pipeline.options import settings_from
 from tests.helpers import avro_bytes, balanced, record
-from transforms.manifest import CommitDeliveredFn
-from transforms.progress import LiveChannel
+from transforms.completion import RecordWriter
+from transforms.listing import Counter
+from transforms.records import hours_dir, load_records, record_lines, records_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = 'wk_incremental-key-4242'
@@ -141,8 +139,10 @@ def test_a_backfill_records_its_files_so_since_last_run_does_not_resend_them(tmp
                     '--segment_endpoint', receiver.url, '--wave_hours', '1'], out=io.StringIO())
         backfilled = receiver.stats()['accepted']
     assert code == 0 and backfilled > 0
-    assert len(list((tmp_path / 'rejects' / 'delivered').glob('segment-*-w*.jsonl'))) == 3
-    assert not list((tmp_path / 'rejects' / 'delivered').glob('*.pending'))
+    # Recorded file by file, then folded into one object per date= hour: no piece left.
+    hours = sorted(p.name for p in (tmp_path / 'rejects' / 'delivered' / 'hours').iterdir())
+    assert hours == ['2024-05-01-00', '2024-05-01-01', '2024-05-01-02']
+    assert not list((tmp_path / 'rejects' / 'delivered').glob('piece-*'))
     code, summary, _, accepted = sent_once(root, tmp_path)
     assert code == 0 and accepted == set() and summary['files_read'] == 0
 
@@ -182,9 +182,9 @@ def test_a_segment_cut_short_by_a_crash_only_resends_its_files(tmp_path, monkeyp
     put(root, SEND, 0, 3, n=1)
     put(root, SEND, 10, 3, n=2)
     assert sent_once(root, tmp_path)[3] == ids(0, 3) | ids(10, 3)
-    [segment] = (tmp_path / 'rejects' / 'delivered').glob('segment-*.jsonl')
-    lines = segment.read_bytes().splitlines(keepends=True)
-    segment.write_bytes(lines[0] + lines[1][:20])        # the second entry half-written
+    [record] = (tmp_path / 'rejects' / 'delivered' / 'hours').glob('*/*.jsonl')
+    lines = record.read_bytes().splitlines(keepends=True)
+    record.write_bytes(lines[0] + lines[1][:20])        # the second entry half-written
     assert sent_once(root, tmp_path)[3] == ids(10, 3)
 
 
@@ -207,37 +207,21 @@ def test_incremental_usage_errors_are_one_line(tmp_path, monkeypatch, capsys, ex
 
 
 # ------------------------------------------------------------------------------ the record
-def _write_segments(rejects, runs, per_run, start=0):
-    for r in range(runs):
-        entries = [(f'gs://bkt/currents/event_type=t/date=2024-05-01-00/'
-                    f'f{(start + r) * per_run + i}.avro', 1000 + i, 1714564800.25 + r)
-                   for i in range(per_run)]
-        segment = segment_path(rejects, f'run{start + r:05d}', 'w0')
-        stage_segment(segment, entries)
-        CommitDeliveredFn(pending_path(segment), segment).process(0)
+HOUR0 = datetime.datetime(2024, 5, 1)
 
 
-def test_a_wave_record_is_staged_pending_and_committed_by_renaming_it(tmp_path):
-    rejects = str(tmp_path / 'rejects')
-    segment = segment_path(rejects, 'run1', 'w0')
-    pending = stage_segment(segment, [('/in/a.avro', 10, 1.5), ('/in/b.avro', 20, 2.5)])
-    assert pending == segment + '.pending' and os.path.exists(pending)
-    assert Ledger.load(rejects).files == {}                # pending: not delivered yet
-    stop = tmp_path / 'stop'
-    stop.write_text('')
-    CommitDeliveredFn(pending, segment, LiveChannel(stop_path=str(stop))).process(0)
-    assert os.path.exists(pending) and not os.path.exists(segment)   # a stopped wave: not
-    CommitDeliveredFn(pending, segment).process(0)
-    CommitDeliveredFn(pending, segment).process(0)         # a retried step: already committed
-    assert not os.path.exists(pending)
-    assert Ledger.load(rejects).files == {'/in/a.avro': (10, 1.5), '/in/b.avro': (20, 2.5)}
-    lost = segment_path(rejects, 'run2', 'w0')
-    with pytest.raises(Exception):                         # nothing staged: the step fails
-        CommitDeliveredFn(pending_path(lost), lost).process(0)
-    discard_pending(segment)                               # nothing pending: no error
-    stage_segment(lost, [('/in/c.avro', 1, 1.0)])
-    discard_pending(lost)
-    assert sorted(os.listdir(ledger_dir(rejects))) == ['segment-run1-w0.jsonl']
+def _path(hour: int, i: int) -> str:
+    day, h = divmod(hour, 24)
+    return f'gs://bkt/currents/event_type=t/date=2024-05-{day + 1:02d}-{h:02d}/f{i}.avro'
+
+
+def _write_pieces(rejects, pieces, per_piece, hours=1, first=0):
+    """Pieces as the workers write them: `per_piece` done files each, over `hours` hours."""
+    writer = RecordWriter(rejects, f'run{first:05d}', 'w0')
+    for p in range(pieces):
+        writer.write([(_path((first + p) % hours, (first + p) * per_piece + i), 1000 + i,
+                       1714564800.25 + p) for i in range(per_piece)])
+    return writer
 
 
 @pytest.mark.parametrize('path', ['/in/a.avro', '/in/é 雪/"q"\\b\t.avro', 'gs://b/\u2028\x00\x7f.avro',
@@ -247,78 +231,65 @@ def test_a_wave_record_is_staged_pending_and_committed_by_renaming_it(tmp_path):
                                          (True, 2.5), (7, float('nan')), (7, float('inf'))])
 def test_the_record_lines_are_what_json_writes(path, size, stamp):
     """The record is written without json.dumps for the usual types: byte for byte the same."""
-    line = delivered_lines([(path, size, stamp)])
+    line = record_lines([(path, size, stamp)])
     assert line == (json.dumps([path, size, stamp]) + '\n').encode('utf-8')
     assert line.isascii() and line.count(b'\n') == 1
 
 
-def test_the_job_graph_carries_the_record_paths_not_the_files(tmp_path):
-    """A month's wave (~20,000 files) put ~0.5 MB per list in the graph, pickled again by every
-    worker: the record is staged by the launcher instead."""
-    settings = settings_from(PipelineOptions([
-        '--input', str(tmp_path / 'in'), '--rejects', str(tmp_path / 'rejects'),
-        '--segment_endpoint', 'http://127.0.0.1:9/v1/batch']), need_rejects=True)
-    files = [(f'/in/event_type=t/date=2024-05-01-00/f{i:05d}.avro', None, 1000 + i)
-             for i in range(20_000)]
-    settings.file_stamps = {path: (size, 1714564800.5) for path, _, size in files}
-    entries = delivered_entries(settings, list(reversed(files)))
-    assert entries[0] == ('/in/event_type=t/date=2024-05-01-00/f00000.avro', 1000, 1714564800.5)
-    assert len(entries) == 20_000 and entries == sorted(entries)
-    proto = build_pipeline(settings, [(p, t) for p, t, _ in files], PipelineOptions([]),
-                           manifest_path=str(tmp_path / 'm.json')).to_runner_api()
-    [record] = [t for t in proto.components.transforms.values()
-                if t.unique_name == 'RecordDelivered']
-    assert len(record.spec.payload) < 4000
-
-
-def test_record_of_10000_files_loads_from_one_object_once_compacted(tmp_path):
+def test_pieces_fold_into_one_object_per_hour_and_a_range_reads_only_its_hours(tmp_path):
     rejects = str(tmp_path / 'rejects')
-    _write_segments(rejects, runs=100, per_run=100)
-    ledger = Ledger.load(rejects)
-    assert len(ledger) == 10_000 and ledger.objects_read == 100 and ledger.needs_compaction()
-    compacted = ledger.compact()
-    again = Ledger.load(rejects)
-    assert again.objects_listed == 1 and again.objects_read == 1 and again.objects == [compacted]
-    assert again.files == ledger.files and len(again) == 10_000
-    assert again.delivered('gs://bkt/currents/event_type=t/date=2024-05-01-00/f1234.avro',
-                           1034, 1714564800.25 + 12)
-    assert not again.delivered('gs://bkt/currents/event_type=t/date=2024-05-01-00/f1234.avro',
-                               1035, 1714564800.25 + 12)
-    assert os.path.getsize(compacted) < 10_000 * 20     # gzip: ~repetitive paths
+    _write_pieces(rejects, pieces=100, per_piece=100, hours=24)
+    assert len(load_records(rejects)) == 10_000 and len(os.listdir(records_dir(rejects))) == 100
+    folded = fold_pieces(rejects)
+    assert folded == (100, 24, 10_000)
+    assert sorted(os.listdir(records_dir(rejects))) == ['hours']   # the pieces are gone
+    assert len(os.listdir(hours_dir(rejects))) == 24
+    counter = Counter()
+    one_hour = load_records(rejects, HOUR0 + datetime.timedelta(hours=12),
+                            HOUR0 + datetime.timedelta(hours=13), counter=counter)
+    assert one_hour.objects_read == 1 and len(one_hour) == 4 * 100   # pieces 12, 36, 60, 84
+    path = _path(12, 1234)
+    assert one_hour.recorded(path, 1034, 1714564800.25 + 12)
+    assert not one_hour.recorded(path, 1035, 1714564800.25 + 12)   # another version
+    assert load_records(rejects).files == load_records(rejects).files
+    assert len(load_records(rejects)) == 10_000
 
 
-def test_loading_stays_bounded_over_months_of_five_minute_runs(tmp_path):
-    """Each run loads the record (compacting when due), then writes one segment: the objects
-    a load reads never exceed COMPACT_AFTER + 1, however long the history."""
+def test_a_window_reads_what_it_holds_over_months_of_five_minute_runs(tmp_path):
+    """Each pass folds the pieces, reads the record of its window (two days) merging crowded
+    hours, then its workers write a piece into the current hour: the objects a pass reads
+    stay bounded by the window, however long the history."""
     rejects = str(tmp_path / 'rejects')
     reads = []
-    for run_number in range(3 * COMPACT_AFTER + 5):
-        ledger = Ledger.load(rejects)
-        reads.append(ledger.objects_read)
-        assert len(ledger) == run_number * 3
-        if ledger.needs_compaction():
-            ledger.compact()
-        _write_segments(rejects, runs=1, per_run=3, start=run_number)
-    # compacted into one, plus the segment the next run wrote, three times over
-    assert max(reads) == COMPACT_AFTER + 1 and reads.count(2) >= 3
+    for run_number in range(24 * 12 * 4):   # four days of five-minute runs
+        hour = run_number // 12
+        now = HOUR0 + datetime.timedelta(hours=hour)
+        records = load_window_records(rejects, now - datetime.timedelta(hours=48),
+                                      now + datetime.timedelta(hours=2))
+        reads.append(records.objects_read)
+        writer = RecordWriter(rejects, f'run{run_number:05d}', 'w0')
+        writer.write([(_path(hour, run_number), 10, 1.5)])
+    assert max(reads) <= 49 * (COMPACT_AFTER + 1)
+    assert len(os.listdir(hours_dir(rejects))) == 4 * 24
+    assert len([n for n in os.listdir(records_dir(rejects)) if n.startswith('piece-')]) == 1
+    assert len(load_records(rejects)) == 24 * 12 * 4
 
 
-def test_compaction_interrupted_before_deleting_reads_the_same(tmp_path):
+def test_folding_interrupted_before_deleting_reads_the_same(tmp_path, monkeypatch):
     rejects = str(tmp_path / 'rejects')
-    _write_segments(rejects, runs=5, per_run=10)
-    ledger = Ledger.load(rejects)
-    before = dict(ledger.files)
-    old = list(ledger.objects)
-    # The new file written, the old ones not yet deleted (a crash in between).
-    from apache_beam.io.filesystems import FileSystems
-    ledger.objects = []
-    ledger.compact()
-    assert all(FileSystems.exists(p) for p in old)
-    both = Ledger.load(rejects)
-    assert both.files == before and both.objects_read == 6
-    both.compact()
-    assert Ledger.load(rejects).objects_read == 1 and Ledger.load(rejects).files == before
-    assert sorted(os.listdir(ledger_dir(rejects)))[0].startswith('compacted-')
+    _write_pieces(rejects, pieces=5, per_piece=10, hours=2)
+    before = load_records(rejects).files
+    import pipeline.ledger as ledger
+    monkeypatch.setattr(ledger, '_delete', lambda paths: None)   # a crash before deleting
+    fold_pieces(rejects)
+    both = load_records(rejects)
+    assert both.files == before and both.objects_read == 5 + 2
+    monkeypatch.undo()
+    fold_pieces(rejects)                                # folded again: the same entries
+    again = load_records(rejects)
+    assert again.files == before and again.objects_read == 4
+    assert compact_hours(rejects, again, after=1) == 2
+    assert load_records(rejects).objects_read == 2 and load_records(rejects).files == before
 
 
 # ------------------------------------------------------------------- overlapping launches
@@ -540,21 +511,24 @@ def test_since_last_run_on_gcs_records_files_and_locks_with_generations(gcs, tmp
     code, accepted, _ = once('first')
     assert code == 0 and accepted == ids(0, 4) | ids(100, 4)
     assert [n for n in gcs.list('rejects/') if 'lock' in n] == []          # released
-    assert len([n for n in gcs.list('rejects/delivered/') if '/segment-' in n]) == 1
+    assert [n for n in gcs.list('rejects/delivered/') if '/piece-' in n] == []   # folded
+    assert len([n for n in gcs.list('rejects/delivered/hours/') if n.endswith('.jsonl')]) == 1
     code, accepted, text = once('again')
     assert code == 0 and accepted == set() and 'nothing new' in text
     gcs.upload_bytes(rewritten, avro_bytes(SEND, [record(i) for i in range(6)]))
     _gcs_put(gcs, OPEN, 200, 3, n=3)
     code, accepted, _ = once('third')
     assert code == 0 and accepted == ids(0, 6) | ids(200, 3)
-    # The record on gs:// compacts like a local one.
-    _write_segments(f'{bucket}/rejects', runs=COMPACT_AFTER, per_run=50)
-    ledger = Ledger.load(f'{bucket}/rejects')
-    assert ledger.objects_read == COMPACT_AFTER + 2 and len(ledger) == 3 + COMPACT_AFTER * 50
-    ledger.compact()
-    again = Ledger.load(f'{bucket}/rejects')
-    assert again.objects_read == 1 and again.files == ledger.files
-    assert gcs.list('rejects/delivered/') == [again.objects[0][len(bucket) + 1:]]
+    # The record on gs:// folds and merges like a local one.
+    for run_number in range(COMPACT_AFTER + 1):   # each run's piece folded into hour 00
+        _write_pieces(f'{bucket}/rejects', pieces=1, per_piece=50, first=run_number)
+        fold_pieces(f'{bucket}/rejects')
+    crowded = load_records(f'{bucket}/rejects')
+    assert crowded.objects_read == COMPACT_AFTER + 1 + 2 and len(crowded) == 3 + 9 * 50
+    merged = load_window_records(f'{bucket}/rejects', None, None)   # merges the crowded hour
+    again = load_records(f'{bucket}/rejects')
+    assert again.objects_read == 3 and again.files == merged.files == crowded.files
+    assert [n for n in gcs.list('rejects/delivered/') if '/piece-' in n] == []
     # A live holder on gs:// keeps a scheduled run out.
     holder = Lock(lock_path(f'{bucket}/rejects'), lease=60).acquire('other-run')
     try:
@@ -698,7 +672,7 @@ def test_follow_killed_mid_wave_resends_only_the_files_it_had_not_recorded(tmp_p
                   'the first wave to send')
         proc.send_signal(signal.SIGKILL)            # mid-wave: nothing recorded for it yet
         proc.wait()
-        recorded = Ledger.load(str(rejects)).files
+        recorded = load_records(str(rejects)).files
         unrecorded = set(before.by_file) - set(recorded)
         bound = sum(len(before.by_file[f]) for f in unrecorded)
         expires = json.loads((rejects / 'since_last_run.lock').read_text())['expires']

@@ -12,6 +12,7 @@ import pytest
 from pipeline.main import run
 from pipeline.options import settings_from
 from pipeline.paths import UsageError
+from pipeline.listing import Listing
 from pipeline.plan import make_plan
 from pipeline.summary import Summary
 from devtools.sample import load_schema
@@ -430,10 +431,10 @@ def test_plan_names_rows_by_the_profile():
              ('/x/event_type=users.messages.rcs.Send/b.avro', 'users.messages.rcs.Send', 20),
              ('/x/event_type=users.messages.email.Unsubscribe/c.avro',
               'users.messages.email.Unsubscribe', 5)]
-    plan = make_plan(files, {}, 0, 0.0, 'current')
+    plan = make_plan(Listing(files, {}), 0, 0.0, 'current')
     assert plan['by_event']['Sent']['files'] == 2 and plan['by_event']['Sent']['bytes'] == 30
     assert 'Unsubscribed' in plan['by_event']
-    assert 'Email Unsubscribed' in make_plan(files, {}, 0, 0.0)['by_event']
+    assert 'Email Unsubscribed' in make_plan(Listing(files, {}), 0, 0.0)['by_event']
 
 
 # --- replay maps a kept record with the profile the run used -------------------------------------
@@ -489,7 +490,8 @@ def test_current_profile_end_to_end_delivers_every_eligible_event(tmp_path, monk
     assert summary['read'] == report.events
     assert summary['dropped_no_external_user_id'] == report.events - report.eligible
     assert summary['sent'] == report.eligible and summary['rejected'] == 0
-    assert summary['files_skipped'] == len(report.other_files) == 3
+    assert summary['files_skipped'] == 0 and len(report.other_files) == 3
+    assert len(summary['event_types_not_selected']) == 3   # their folders, never listed
     assert stats['accepted'] == report.eligible and stats['duplicates'] == 0
     assert stats['silently_dropped'] == 0
     assert {m['messageId'] for m in messages} == report.eligible_ids

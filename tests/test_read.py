@@ -33,8 +33,11 @@ def test_old_and_new_layouts_and_skipped_types(tmp_path):
     code, summary, rejects, _ = run_pipeline(tmp_path, root)
     assert code == 0 and balanced(summary)
     assert summary['read'] == 3 and summary['sent'] == 3
-    assert summary['files_read'] == 2 and summary['files_skipped'] == 2
-    assert summary['files_skipped_by_reason'] == {'other_event_type': 1, 'not_avro_name': 1}
+    assert summary['files_read'] == 2 and summary['files_skipped'] == 1
+    assert summary['files_skipped_by_reason'] == {'not_avro_name': 1}
+    # A type the run does not read is never listed below its folder's name.
+    assert summary['event_types_not_selected'] == ['users.behaviors.CustomEvent']
+    assert summary['objects_listed'] == 3
     assert rejects == []
 
 
@@ -49,7 +52,9 @@ def test_start_end_prune_without_opening(tmp_path):
     code, summary, rejects, bodies = run_pipeline(
         tmp_path, root, '--start', '2024-05-01-11', '--end', '2024-05-01-13')
     assert code == 0 and rejects == []
-    assert summary['read'] == 2 and summary['files_skipped'] == 3
+    # The hours outside the range are never listed, let alone opened.
+    assert summary['read'] == 2 and summary['files_skipped'] == 0
+    assert summary['objects_listed'] == 2
     ids = sorted(m['messageId'] for _, b in bodies for m in b['batch'])
     assert ids == ['evt-1', 'evt-2']
 

@@ -12,7 +12,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline import listing
-from pipeline.listing import input_pattern, list_currents_files, local_entries
+from pipeline.listing import input_pattern, list_currents_files
+from pipeline.walk import walk_folder
 from pipeline.paths import FileSelector
 from transforms import read
 from transforms import packing
@@ -169,21 +170,24 @@ def test_a_local_folder_is_listed_as_beams_local_filesystem_lists_it(tmp_path):
     (root / 'linked-folder').symlink_to(elsewhere, target_is_directory=True)
     (root / 'linked-file.avro').symlink_to(root / 'top.avro')
     (root / 'dangling.avro').symlink_to(tmp_path / 'gone')
-    ours = sorted(local_entries(str(root)))
+    ours = sorted(walk_folder(str(root)))
     assert ours == _as_beam_lists(str(root))
     assert len(ours) == 5 and not any('hidden' in path for path, _, _ in ours)
 
 
-def test_listing_a_local_folder_uses_the_walk_and_other_patterns_beams_match(tmp_path):
+def test_listing_a_local_folder_by_its_layout_and_a_glob_with_beams_match(tmp_path):
     write_file(tmp_path, SEND, [record(1)])
     selector = FileSelector(frozenset({SEND}))
     folder = list_currents_files(input_pattern(str(tmp_path)), selector)
     glob = list_currents_files(str(tmp_path) + '/currents/*/*/*/*/*/*.avro', selector)
     assert folder.files == glob.files and len(folder.files) == 1
-    assert listing._local_folder(str(tmp_path) + '/**') == str(tmp_path)
-    assert listing._local_folder(str(tmp_path) + '/*/**') is None
-    assert listing._local_folder('gs://bucket/prefix/**') is None
-    assert listing._local_folder(str(tmp_path / 'missing') + '/**') is None
+    assert listing.resolve_input(str(tmp_path)) == ('folder', str(tmp_path) + '/')
+    assert listing.resolve_input(str(tmp_path) + '/*') == ('glob', str(tmp_path) + '/*')
+    assert listing.resolve_input(str(tmp_path / 'missing')) == ('file', str(tmp_path / 'missing'))
+    literal = tmp_path / 'exp [prod]'   # an existing folder is taken as it is named
+    literal.mkdir()
+    assert listing.resolve_input(str(literal)) == ('folder', str(literal) + '/')
+    assert listing.resolve_input('gs://b/a[1]/x') == ('glob', 'gs://b/a[1]/x')
 
 
 def _all_records(path):

@@ -278,7 +278,8 @@ def test_the_command_walks_a_local_input_folder_while_it_imports(tmp_path):
         'import pipeline.walk as walk\n'
         'ahead = walk._ahead\n'
         'print(json.dumps({"child": ahead is not None and ahead.pid > 0,\n'
-        '                  "taken": walk.take_ahead(ahead.folder) if ahead else None}))'),
+        '                  "taken": walk.take_ahead(ahead.folder, ahead.selector).entries\n'
+        '                           if ahead else None}))'),
         '--input', str(tmp_path), '--rejects', str(tmp_path / 'r')],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

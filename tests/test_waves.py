@@ -214,5 +214,5 @@ def test_a_multi_day_run_is_one_wave_by_default_and_resumes_by_volume(tmp_path, 
     assert 'wave 3/3 done' in out.getvalue()
     out = io.StringIO()
     assert run(small + ['--resume', '--plan'], out=out) == 0
-    assert 'files to read: 0 ' in out.getvalue() and "'skip_done': 72" in out.getvalue()
+    assert 'files to read: 0 ' in out.getvalue() and 'completed_by_earlier_run 72' in out.getvalue()
     receiver.stop()

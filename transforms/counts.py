@@ -10,6 +10,12 @@ FILES_READ, FILES_SKIPPED, FILES_REJECTED = 'files_read', 'files_skipped', 'file
 # A stopped run (SIGINT/SIGTERM): events read but not sent, files not (fully) read. Neither is
 # recorded as done, so --resume sends them.
 UNSENT, FILES_UNREAD = 'unsent', 'files_unread'
+# The per-file record (transforms/completion.py): files (and their events) recorded as done, and
+# files left unfinished (their events already settled, which --resume sends again).
+RECORDED_FILES, RECORDED_EVENTS = 'recorded_files', 'recorded_events'
+UNFINISHED_FILES, UNFINISHED_EVENTS = 'unfinished_files', 'unfinished_events'
+# Listing on the workers (large ranges): LIST requests made and objects they returned.
+LIST_REQUESTS, OBJECTS_LISTED = 'list_requests', 'objects_listed'
 SEP = '|'
 
 _cache = {}

@@ -1,7 +1,7 @@
 """Map: Currents events → serialized Segment messages; drops and rejects flow as data/counts."""
 import apache_beam as beam
 
-from transforms import counts, progress
+from transforms import completion, counts, progress
 from transforms.mapping import DROPPED, Invalid, mapper_for, serialize
 from transforms.model import INVALID_RECORD, CurrentsEvent, Reject, SegmentMessage
 from transforms.profiles import CLASSIC
@@ -59,6 +59,9 @@ class MapToSegmentFn(beam.DoFn):
         if message is DROPPED:
             counts.counter(counts.DROPPED, event.event_type).inc()
             self.reporter.add(progress.DROPPED)
+            done = completion.current()
+            if done is not None:   # a dropped event is settled for its file at once
+                done.settle(event.source, completion.DROPPED)
             return ()
         return [SegmentMessage(event.event_type, message['messageId'], serialize(message),
                                event.source)]

@@ -21,7 +21,7 @@ import fastavro
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from transforms import counts, progress
+from transforms import completion, counts, progress
 from transforms.credentials import StoreCredentials
 from transforms.events import event_type_from_schema_name
 from transforms.model import UNREADABLE_FILE, CurrentsEvent, Reject
@@ -453,35 +453,61 @@ def _decodable(stream, parsed, named, n: int) -> List[dict]:
 _event = tuple.__new__
 
 
+class RecordSpec(NamedTuple):
+    """Where a wave records its done files (transforms/completion.py)."""
+    rejects: str
+    run_id: str
+    wave: str
+
+
 class ReadCurrentsFileFn(beam.DoFn):
     """Decodes one Avro file by field name with its own writer schema.
 
     A corrupt, truncated, empty, non-Avro or hostile file never stops the run: the records that
-    decode go on, the rest of the file becomes one `unreadable_file` reject.
+    decode go on, the rest of the file becomes one `unreadable_file` reject. Each bundle's files
+    are accounted (transforms/completion.py) unless `account` is off (replay), and recorded as
+    done once every event is settled when `record` says where.
     """
 
     reporter, stop = progress.NO_REPORTER, progress.NO_STOP   # until setup()
+    completion = None   # until start_bundle()
 
     def __init__(self, event_types: FrozenSet[str], skip_files: FrozenSet[str] = frozenset(),
                  live: LiveChannel = LiveChannel(),
-                 credentials: StoreCredentials = StoreCredentials()):
+                 credentials: StoreCredentials = StoreCredentials(),
+                 record: Optional[RecordSpec] = None, account: bool = True):
         self.event_types = event_types
         self.skip_files = skip_files
         self.live = live
         self.credentials = credentials
+        self.record = record
+        self.account = account
 
     def setup(self):
         self.credentials.install()  # S3/Azure secrets, once per worker process
         self.reporter = self.live.reporter()
         self.stop = self.live.stop()
 
+    def start_bundle(self):
+        self.completion = None
+        if self.account:
+            self.completion = completion.begin(
+                completion.RecordWriter(*self.record) if self.record else None)
+
     def process(self, element):
-        path, event_type = element
+        path, event_type = element[0], element[1]
+        done = self.completion
+        if done is not None:
+            size, stamp = (element[2], element[3]) if len(element) > 3 else (0, 0.0)
+            done.opened(path, event_type, size, stamp)
         if self.stop.is_set():   # stopping: this file stays for --resume
             counts.counter(counts.FILES_UNREAD).inc()
+            if done is not None:
+                done.read_stopped(path, 0)
             return
         decoded = reported = 0
         handle = None
+        ended = rejected = False   # read to its end, or to where it would not (one reject)
         try:
             try:
                 if path in self.skip_files:   # a worker died on it: one reject, never opened
@@ -491,9 +517,13 @@ class ReadCurrentsFileFn(beam.DoFn):
                 if event_type is None:
                     event_type = self._type_from_header(header)
                     if event_type is None:
+                        ended = True
                         return
+                    if done is not None:
+                        done.typed(path, event_type)
                 chunks = record_chunks(handle, header)
             except Exception as exc:
+                ended = rejected = True
                 yield self._unreadable(path, event_type, exc, decoded)
                 return
             while True:
@@ -502,6 +532,7 @@ class ReadCurrentsFileFn(beam.DoFn):
                 except StopIteration:
                     break
                 except Exception as exc:
+                    ended = rejected = True
                     yield self._unreadable(path, event_type, exc, decoded)
                     return
                 if decoded - reported >= REPORT_EVERY:
@@ -514,6 +545,7 @@ class ReadCurrentsFileFn(beam.DoFn):
                 decoded += len(chunk)
                 yield from [_event(CurrentsEvent, (event_type, path, record, None))
                             for record in chunk]
+            ended = True
             counts.counter(counts.FILES_READ).inc()
         finally:
             self.reporter.add(progress.READ, decoded - reported)
@@ -522,6 +554,11 @@ class ReadCurrentsFileFn(beam.DoFn):
                 counts.counter(counts.READ, event_type).inc(decoded)
             if handle is not None:
                 handle.close()
+            if done is not None:
+                if ended:
+                    done.read_done(path, decoded, file_rejected=rejected)
+                else:
+                    done.read_stopped(path, decoded)
 
     def _type_from_header(self, header: Header) -> Optional[str]:
         """No event_type= in the path: the writer schema's full name says which type it is."""
@@ -541,39 +578,43 @@ class ReadCurrentsFileFn(beam.DoFn):
 
 
 class ReadCurrentsEvents(beam.PTransform):
-    """Listed files → (CurrentsEvent PCollection, Reject PCollection).
+    """Listed files, or units listed on the workers → (CurrentsEvent, Reject) PCollections.
 
-    The files are dealt in turn into SPREAD groups, in the order given: group g holds files g,
-    g + SPREAD, g + 2 x SPREAD, ... Only the group numbers go through a plain GroupByKey, to
-    spread the groups over the workers (Reshuffle re-windows every element, ~30% slower on
-    20,000 files); each group's files are then taken from the list, which travels in the job
-    graph packed (transforms/packing.py), not as one shuffled element per file (on 20,000
-    files that was ~0.2 CPU-s of encoding, grouping and decoding paths). Beam's local runner
-    deals the groups round-robin, so the launcher orders the files largest first and the
-    local workers finish together; on Dataflow the groups are the unit of parallelism.
+    Files listed by the launcher ((path, type, bytes, stamp), largest first) are dealt in turn
+    into SPREAD groups: group g holds files g, g + SPREAD, g + 2 x SPREAD, ... Only the group
+    numbers go through a plain GroupByKey, to spread the groups over the workers (Reshuffle
+    re-windows every element, ~30% slower on 20,000 files); each group's files are then taken
+    from the list, which travels in the job graph packed (transforms/packing.py), not as one
+    shuffled element per file. Beam's local runner deals the groups round-robin, so the local
+    workers finish together; on Dataflow the groups are the unit of parallelism. A large range
+    comes as `ListOnWorkers` (transforms/expand.py) instead: no file is in the job graph.
     """
 
-    def __init__(self, files: List[Tuple[str, Optional[str]]], event_types: FrozenSet[str],
+    def __init__(self, files, event_types: FrozenSet[str],
                  skip_files: FrozenSet[str] = frozenset(), live: LiveChannel = LiveChannel(),
-                 credentials: StoreCredentials = StoreCredentials()):
+                 credentials: StoreCredentials = StoreCredentials(),
+                 record: Optional[RecordSpec] = None):
         super().__init__()
-        self.files = PackedList(files)
+        self.files = files if isinstance(files, beam.PTransform) else PackedList(files)
         self.event_types = event_types
         self.skip_files = skip_files
         self.live = live
         self.credentials = credentials
+        self.record = record
 
     def expand(self, pbegin):
-        result = (pbegin
-                  | 'Start' >> beam.Impulse()
-                  | 'Groups' >> beam.FlatMap(_groups, len(self.files)).with_output_types(
-                      Tuple[int, int])
-                  | 'SpreadGroups' >> beam.GroupByKey()
-                  | 'OneByOne' >> beam.FlatMap(_files_of, self.files).with_output_types(
-                      Tuple[str, Optional[str]])
-                  | 'DecodeAvro' >> beam.ParDo(
-                      ReadCurrentsFileFn(self.event_types, self.skip_files, self.live,
-                                         self.credentials)).with_outputs(REJECTS, main='events'))
+        if isinstance(self.files, beam.PTransform):
+            files = pbegin | 'ListOnWorkers' >> self.files
+        else:
+            files = (pbegin
+                     | 'Start' >> beam.Impulse()
+                     | 'Groups' >> beam.FlatMap(_groups, len(self.files)).with_output_types(
+                         Tuple[int, int])
+                     | 'SpreadGroups' >> beam.GroupByKey()
+                     | 'OneByOne' >> beam.FlatMap(_files_of, self.files))
+        result = files | 'DecodeAvro' >> beam.ParDo(
+            ReadCurrentsFileFn(self.event_types, self.skip_files, self.live, self.credentials,
+                               self.record)).with_outputs(REJECTS, main='events')
         return result.events, result[REJECTS]
 
 

@@ -7,7 +7,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms import counts, progress
+from transforms import completion, counts, progress
 from transforms.model import SegmentBatch
 from transforms.progress import LiveChannel
 from transforms.segment_client import (SegmentClient, sent_at_now, shared_rate_limiter)
@@ -23,7 +23,12 @@ def _count_by_type(kind, messages):
 
 
 def _count_sent(messages):
+    """Counts messages Segment accepted (or a dry run wrote), and settles them for their files."""
     _count_by_type(counts.SENT, messages)
+    done = completion.current()
+    if done is not None:
+        done.settle_many(completion.files_by_source([m.source for m in messages]),
+                         completion.SENT)
 
 
 def _count_unsent(messages):
