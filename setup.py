@@ -27,6 +27,7 @@ setuptools.setup(
         'orjson>=3.9.15,<4',
         'cramjam>=2.7',  # snappy codec (transforms/read.py)
         'google-cloud-secret-manager>=2.20,<3',
+        'azure-keyvault-secrets>=4.8,<5',  # Key Vault secrets (transforms/secrets.py)
     ],
     extras_require={
         # msgspec: the local receiver (devtools/receiver.py) checks the common request with it

@@ -13,9 +13,9 @@ from transforms.profiles import CLASSIC, PROFILES, currents_types, resolve_event
 from pipeline.paths import FileSelector, UsageError, parse_hour
 from pipeline.endpoint import endpoint_for
 from transforms.credentials import StoreCredentials
+from transforms.secrets import ACCEPTED_FORMS, store_of
 from transforms.write_key import WriteKeySource
 
-SECRET_NAME = re.compile(r'^projects/[^/]+/secrets/[^/]+/versions/[^/]+$')
 FORBIDDEN_FLAGS = ('--segment_write_key', '--write_key', '--segment-write-key', '--writeKey')
 # Options that only mean something to a local run: not Flex Template parameters (metadata.json).
 # A Dataflow job cuts its input by --wave_hours; --wave_mb sizes waves against the local
@@ -24,6 +24,9 @@ LOCAL_ONLY = frozenset({'fresh_worker_processes', 'progress_seconds', 'verbose',
                         'poll_seconds', 'wave_mb'})
 DEFAULT_PROGRESS_SECONDS = 10.0
 DEFAULT_LOOKBACK_HOURS = 48
+SECRET_FORMS_HELP = ('projects/P/secrets/S/versions/V (Secret Manager), '
+                     'arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME (Secrets Manager) or '
+                     'https://VAULT.vault.azure.net/secrets/NAME[/VERSION] (Key Vault)')
 
 
 class CurrentsToSegmentOptions(PipelineOptions):
@@ -58,13 +61,13 @@ class CurrentsToSegmentOptions(PipelineOptions):
         a('--max_in_flight', type=int, default=4, help='Concurrent requests per sending worker')
         a('--integrations', help='JSON object sent as each message\'s `integrations`')
         a('--segment_write_key_secret',
-          help='Secret Manager version holding the write key: projects/P/secrets/S/versions/V')
+          help=f'Secret holding the write key, read by the sending workers: {SECRET_FORMS_HELP}')
         a('--aws_credentials_secret',
-          help='Secret Manager version holding the AWS access key pair for s3:// paths (JSON '
-               'or the AWS console CSV): projects/P/secrets/S/versions/V')
+          help=f'Secret holding the AWS access key pair for s3:// paths (JSON or the AWS '
+               f'console CSV): {SECRET_FORMS_HELP}')
         a('--azure_connection_string_secret',
-          help='Secret Manager version holding the Azure Storage connection string for azfs:// '
-               'paths: projects/P/secrets/S/versions/V')
+          help=f'Secret holding the Azure Storage connection string for azfs:// paths: '
+               f'{SECRET_FORMS_HELP}')
         a('--resume', action='store_true', default=False,
           help='Skip input partitions that earlier runs with the same --rejects completed')
         a('--plan', action='store_true', default=False,
@@ -243,14 +246,14 @@ def refuse_store_secrets(argv) -> None:
             raise UsageError(f'{flag}: AWS credentials are never command-line options (they '
                              f'would show in process lists and the Dataflow job): use '
                              f'AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws/credentials or '
-                             f'a role, and on Dataflow --aws_credentials_secret')
+                             f'a role, or a secret the workers read: --aws_credentials_secret')
         if flag == '--azure_connection_string':
             if not has_value:
                 value = argv[i + 1] if i + 1 < len(argv) else ''
             if _AZURE_SECRET_PART.search(value):
                 raise UsageError('--azure_connection_string with an AccountKey or '
                                  'SharedAccessSignature is never a command-line option: set '
-                                 'AZURE_STORAGE_CONNECTION_STRING, and on Dataflow use '
+                                 'AZURE_STORAGE_CONNECTION_STRING, or a secret the workers read: '
                                  '--azure_connection_string_secret')
 
 
@@ -301,13 +304,11 @@ def settings_from(options: PipelineOptions, need_rejects: bool = True) -> RunSet
             integrations = None
         if not isinstance(integrations, dict):
             raise UsageError('--integrations must be a JSON object, e.g. {"All": false}')
-    if o.segment_write_key_secret and not SECRET_NAME.match(o.segment_write_key_secret):
-        raise UsageError('--segment_write_key_secret must look like '
-                         'projects/P/secrets/S/versions/V')
-    for flag, name in (('--aws_credentials_secret', o.aws_credentials_secret),
+    for flag, name in (('--segment_write_key_secret', o.segment_write_key_secret),
+                       ('--aws_credentials_secret', o.aws_credentials_secret),
                        ('--azure_connection_string_secret', o.azure_connection_string_secret)):
-        if name and not SECRET_NAME.match(name):
-            raise UsageError(f'{flag} must look like projects/P/secrets/S/versions/V')
+        if name and store_of(name) is None:
+            raise UsageError(f'{flag} must be {ACCEPTED_FORMS}')
     for flag, value in (('--segment_timeout', o.segment_timeout),
                         ('--max_retry_seconds', o.max_retry_seconds)):
         if value <= 0:

@@ -14,6 +14,7 @@ from apache_beam.options.pipeline_options import AzureOptions, PipelineOptions, 
 
 from pipeline.paths import UsageError, is_glob
 from transforms.credentials import (AZURE_ENV, StoreCredentials, StoreCredentialsError)
+from transforms.secrets import label
 
 AWS_CHAIN = ("boto3's default chain: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE and "
              "~/.aws/credentials, ~/.aws/config, SSO, container and instance roles")
@@ -134,10 +135,10 @@ def aws_credentials_source(session, secret_name: Optional[str] = None) -> str:
     """Where boto3 found credentials; UsageError naming the chain when it found none."""
     credentials = session.get_credentials()
     if credentials is None:
-        raise UsageError(f'no AWS credentials found; tried {AWS_CHAIN} (on Dataflow: '
+        raise UsageError(f'no AWS credentials found; tried {AWS_CHAIN} (or pass '
                          f'--aws_credentials_secret)')
     if secret_name:
-        return f'Secret Manager {secret_name}'
+        return label(secret_name)
     method = getattr(credentials, 'method', '') or ''
     return _AWS_METHODS.get(method, f'boto3 provider {method or "unknown"}')
 
@@ -186,7 +187,7 @@ def azure_client(options: PipelineOptions, secret_name: Optional[str] = None):
     quick = {'retry_total': 1, 'connection_timeout': 5, 'read_timeout': 30}
     connection_string = azure.azure_connection_string or os.environ.get(AZURE_ENV)
     if connection_string:
-        source = (f'Secret Manager {secret_name}' if secret_name
+        source = (label(secret_name) if secret_name
                   else '--azure_connection_string' if azure.azure_connection_string
                   else f'the environment ({AZURE_ENV})')
         try:
@@ -200,7 +201,7 @@ def azure_client(options: PipelineOptions, secret_name: Optional[str] = None):
                                    credential=auth.get_service_credentials(options), **quick)
         return client, f'{AZURE_CHAIN} for {azure.blob_service_endpoint}'
     raise UsageError(f'no Azure credentials: set {AZURE_ENV}, or pass --blob_service_endpoint '
-                     f'https://ACCOUNT.blob.core.windows.net to use {AZURE_CHAIN} (on Dataflow: '
+                     f'https://ACCOUNT.blob.core.windows.net to use {AZURE_CHAIN} (or pass '
                      f'--azure_connection_string_secret)')
 
 

@@ -192,7 +192,7 @@ def test_connection_string_from_secret_manager(azure, monkeypatch):
             data = azure.connection_string().encode()
             return type('R', (), {'payload': type('P', (), {'data': data})()})()
 
-    monkeypatch.setattr(credentials, 'secret_manager_client', FakeClient)
+    monkeypatch.setattr('transforms.secrets.secret_manager_client', FakeClient)
     monkeypatch.setenv('AZURE_STORAGE_CONNECTION_STRING', 'placeholder')   # restored afterwards
     monkeypatch.delenv('AZURE_STORAGE_CONNECTION_STRING')
     monkeypatch.setenv('SEGMENT_WRITE_KEY', KEY)

@@ -32,12 +32,12 @@ from apache_beam.options.pipeline_options import DebugOptions, PipelineOptions
 
 from pipeline.builder import build_pipeline, job_options
 from pipeline.main import run
-from pipeline.options import (CurrentsToSegmentOptions, FORBIDDEN_FLAGS, LOCAL_ONLY, SECRET_NAME,
-                              settings_from)
+from pipeline.options import CurrentsToSegmentOptions, FORBIDDEN_FLAGS, LOCAL_ONLY, settings_from
 from devtools.sample import generate
 from tests.gcs_emulator import GcsEmulator
 from pipeline.paths import parse_hour
 from pipeline.listing import input_pattern, list_currents_files
+from transforms.secrets import SECRET_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = 'wk_DATAFLOW-canary-5f3a9c-must-never-be-in-a-job'

@@ -271,7 +271,7 @@ def secret_only(aws_env, monkeypatch):
     pair = json.dumps({'aws_access_key_id': aws_env.reader[0],
                        'aws_secret_access_key': aws_env.reader[1]}).encode()
     client = _fake_secret_manager({AWS_SECRET: pair})
-    monkeypatch.setattr(credentials, 'secret_manager_client', client)
+    monkeypatch.setattr('transforms.secrets.secret_manager_client', client)
     monkeypatch.delenv('AWS_ACCESS_KEY_ID')
     monkeypatch.delenv('AWS_SECRET_ACCESS_KEY')
     credentials.forget_installed()

@@ -17,6 +17,7 @@ from transforms import credentials
 from transforms.credentials import (AWS_ENV, AZURE_ENV, StoreCredentials, StoreCredentialsError,
                                     parse_aws_secret)
 from transforms.events import EVENTS
+from transforms.secrets import GCP
 
 ROOTS = {'gs': 'gs://bucket/exports', 's3': 's3://bucket/exports',
          'azfs': 'azfs://account1/container/exports'}
@@ -97,7 +98,7 @@ def test_a_connection_string_without_a_secret_is_accepted():
 
 @pytest.mark.parametrize('flag', ['--aws_credentials_secret', '--azure_connection_string_secret'])
 def test_secret_names_must_be_versions(flag):
-    with pytest.raises(UsageError, match=f'{flag} must look like'):
+    with pytest.raises(UsageError, match=f'{flag} must be a Secret Manager version'):
         settings_from(PipelineOptions(['--input', 'x', '--rejects', 'r', flag, 'aws-keys']))
     settings = settings_from(PipelineOptions(['--input', 'x', '--rejects', 'r', flag, SECRET]))
     assert SECRET in settings.store_credentials
@@ -171,13 +172,13 @@ def test_install_reads_each_secret_once_per_process_into_the_environment(clean_e
         .encode(),
         'projects/p/secrets/az/versions/1': b'AccountName=a1;AccountKey=c2VjcmV0;'})
     creds = StoreCredentials(SECRET, 'projects/p/secrets/az/versions/1')
-    provided = creds.install(client)
+    provided = creds.install({GCP: client})
     assert provided == {SECRET: 'the AWS access key pair',
                         'projects/p/secrets/az/versions/1': 'the Azure connection string'}
     assert os.environ['AWS_ACCESS_KEY_ID'] == KEY_ID
     assert os.environ['AWS_SECRET_ACCESS_KEY'] == SECRET_KEY
     assert os.environ[AZURE_ENV] == 'AccountName=a1;AccountKey=c2VjcmV0;'
-    creds.install(client)
+    creds.install({GCP: client})
     assert client.requests == [SECRET, 'projects/p/secrets/az/versions/1']
     assert SECRET_KEY not in repr(creds) and SECRET_KEY not in repr(provided)
 
@@ -185,14 +186,14 @@ def test_install_reads_each_secret_once_per_process_into_the_environment(clean_e
 def test_unreadable_secret_names_the_secret_not_a_value(clean_env):
     with pytest.raises(StoreCredentialsError, match=f'cannot read the secret {SECRET}: '
                                                     f'PermissionError'):
-        StoreCredentials(SECRET).install(fake_secret_manager({}))
+        StoreCredentials(SECRET).install({GCP: fake_secret_manager({})})
     assert 'AWS_ACCESS_KEY_ID' not in os.environ
 
 
 def test_worker_setup_installs_the_credentials(clean_env, monkeypatch):
     """ReadCurrentsFileFn.setup() on a worker: the names travel, the values are read there."""
     from transforms.read import ReadCurrentsFileFn
-    monkeypatch.setattr(credentials, 'secret_manager_client', fake_secret_manager(
+    monkeypatch.setattr('transforms.secrets.secret_manager_client', fake_secret_manager(
         {SECRET: f'Access key ID,Secret access key\n{KEY_ID},{SECRET_KEY}'.encode()}))
     fn = ReadCurrentsFileFn(ALL_TYPES, credentials=StoreCredentials(aws_secret=SECRET))
     assert 'AWS_ACCESS_KEY_ID' not in os.environ
@@ -202,7 +203,7 @@ def test_worker_setup_installs_the_credentials(clean_env, monkeypatch):
 
 def test_worker_start_hook_reads_the_names_from_the_worker_options(clean_env, monkeypatch):
     from apache_beam.options.value_provider import RuntimeValueProvider
-    monkeypatch.setattr(credentials, 'secret_manager_client', fake_secret_manager(
+    monkeypatch.setattr('transforms.secrets.secret_manager_client', fake_secret_manager(
         {SECRET: f'{{"aws_access_key_id": "{KEY_ID}", "aws_secret_access_key": "{SECRET_KEY}"}}'
          .encode()}))
     monkeypatch.setattr(RuntimeValueProvider, 'runtime_options',

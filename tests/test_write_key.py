@@ -17,6 +17,7 @@ from pipeline.options import settings_from
 from tests.helpers import balanced, record, write_file
 from transforms.segment_client import basic_auth
 from transforms.send import SendBatchesFn
+from transforms.secrets import GCP
 from transforms.write_key import ENV_VAR, WriteKeyMissing, WriteKeySource
 
 KEY = 'wk_SECRET-MANAGER-canary-91b7e2-do-not-leak'
@@ -59,14 +60,15 @@ def no_env_key(monkeypatch):
 # ------------------------------------------------------------------------ WriteKeySource
 def test_secret_is_read_by_its_version_name(no_env_key):
     client = fake_secret_manager()
-    key = WriteKeySource(secret_name=SECRET).resolve(secret_client_factory=client)
+    key = WriteKeySource(secret_name=SECRET).resolve(client_factories={GCP: client})
     assert key == KEY                                  # payload bytes, decoded, stripped
     assert client.requests == [{'name': SECRET}]
 
 
 def test_secret_wins_over_the_environment(monkeypatch):
     monkeypatch.setenv(ENV_VAR, ENV_KEY)
-    key = WriteKeySource(secret_name=SECRET).resolve(secret_client_factory=fake_secret_manager())
+    key = WriteKeySource(secret_name=SECRET).resolve(
+        client_factories={GCP: fake_secret_manager()})
     assert key == KEY
 
 
@@ -75,7 +77,7 @@ def test_failing_client_names_the_secret_and_no_key(monkeypatch):
     # A client error whose own text would be sensitive: it must not be passed on.
     client = fake_secret_manager(error=PermissionError(f'denied; cached value {KEY}'))
     with pytest.raises(WriteKeyMissing) as info:
-        WriteKeySource(secret_name=SECRET).resolve(secret_client_factory=client)
+        WriteKeySource(secret_name=SECRET).resolve(client_factories={GCP: client})
     message = str(info.value)
     assert SECRET in message and 'PermissionError' in message
     shown = ''.join(traceback.format_exception(info.value))
@@ -87,14 +89,14 @@ def test_failing_client_constructor_is_also_write_key_missing(no_env_key):
     def broken_factory():
         raise RuntimeError('no credentials')
     with pytest.raises(WriteKeyMissing, match='cannot read the write key secret ' + SECRET):
-        WriteKeySource(secret_name=SECRET).resolve(secret_client_factory=broken_factory)
+        WriteKeySource(secret_name=SECRET).resolve(client_factories={GCP: broken_factory})
 
 
 @pytest.mark.parametrize('data', [b'', b'  \n'])
 def test_empty_secret_is_write_key_missing(no_env_key, data):
     with pytest.raises(WriteKeyMissing, match=f'no Segment write key in {SECRET}'):
         WriteKeySource(secret_name=SECRET).resolve(
-            secret_client_factory=fake_secret_manager(data=data))
+            client_factories={GCP: fake_secret_manager(data=data)})
 
 
 def test_environment_key_without_a_secret(monkeypatch):

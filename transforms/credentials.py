@@ -4,10 +4,11 @@ Beam's S3 filesystem makes a new boto3 session for every operation, and its Azur
 a new BlobServiceClient, so both pick up credentials from the process environment at the time
 of use: boto3's default chain reads AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
 AWS_SESSION_TOKEN, and Beam's Azure IO reads AZURE_STORAGE_CONNECTION_STRING when
---azure_connection_string is not set. Only the *names* of Secret Manager versions travel in
-the pipeline; each process (launcher, worker) reads the secrets once and puts them into its own
-environment — in the read step's `setup()`, and at worker start through a Beam plugin so that
-Beam's own write steps (rejects, their finalisation) have them too.
+--azure_connection_string is not set. Only the *names* of the secrets holding them travel in
+the pipeline (Secret Manager, Secrets Manager or Key Vault: transforms/secrets.py); each process
+(launcher, worker) reads the secrets once and puts them into its own environment: in the read
+step's `setup()`, and at worker start through a Beam plugin so that Beam's own write steps
+(rejects, their finalisation) have them too.
 """
 import csv
 import functools
@@ -16,11 +17,14 @@ import json
 import logging
 import os
 import threading
-from typing import Callable, Dict, NamedTuple, Optional
+from typing import Callable, Dict, Mapping, NamedTuple, Optional
 
 from apache_beam.utils.plugin import BeamPlugin
 
-AWS_ENV = ('AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN')
+from transforms.secrets import (AWS_CREDENTIAL_VARS, SecretUnreadable, forget_aws_chain_env,
+                               read_secret, remember_aws_chain_env)
+
+AWS_ENV = AWS_CREDENTIAL_VARS
 AZURE_ENV = 'AZURE_STORAGE_CONNECTION_STRING'
 AWS_SECRET_FORMAT = ('a JSON object {"aws_access_key_id": ..., "aws_secret_access_key": ..., '
                      '"aws_session_token": optional} or the access-key CSV the AWS console '
@@ -34,20 +38,12 @@ class StoreCredentialsError(RuntimeError):
     """S3/Azure credentials that cannot be read or understood; the text never holds a secret."""
 
 
-def secret_manager_client():
-    """A Secret Manager client (tests replace this factory with a fake)."""
-    from google.cloud import secretmanager
-    return secretmanager.SecretManagerServiceClient()
-
-
-def read_secret(name: str, client_factory: Optional[Callable] = None) -> str:
+def read_store_secret(name: str, client_factories: Optional[Mapping[str, Callable]] = None
+                      ) -> str:
     try:
-        response = (client_factory or secret_manager_client)().access_secret_version(
-            request={'name': name})
-        return response.payload.data.decode('utf-8').strip()
-    except Exception as exc:
-        raise StoreCredentialsError(f'cannot read the secret {name}: '
-                                    f'{type(exc).__name__}') from None
+        return read_secret(name, client_factories)
+    except SecretUnreadable as exc:
+        raise StoreCredentialsError(str(exc)) from None
 
 
 def parse_aws_secret(text: str, name: str = 'the AWS credentials secret') -> Dict[str, str]:
@@ -105,11 +101,12 @@ def share_botocore_loader() -> None:
 
 
 class StoreCredentials(NamedTuple):
-    """Which Secret Manager versions hold the S3 / Azure credentials (names only, no secrets)."""
-    aws_secret: Optional[str] = None      # projects/P/secrets/S/versions/V
+    """Which secrets hold the S3 / Azure credentials (names only, no secrets)."""
+    aws_secret: Optional[str] = None      # any form transforms/secrets.py accepts
     azure_secret: Optional[str] = None
 
-    def install(self, client_factory: Optional[Callable] = None) -> Dict[str, str]:
+    def install(self, client_factories: Optional[Mapping[str, Callable]] = None
+                ) -> Dict[str, str]:
         """Reads the secrets once per process into the environment Beam's filesystems read
         (and shares botocore's loader, see above).
 
@@ -118,15 +115,16 @@ class StoreCredentials(NamedTuple):
         share_botocore_loader()
         with _lock:
             if self.aws_secret and self.aws_secret not in _installed:
-                env = parse_aws_secret(read_secret(self.aws_secret, client_factory),
+                env = parse_aws_secret(read_store_secret(self.aws_secret, client_factories),
                                        self.aws_secret)
+                remember_aws_chain_env()
                 for var in AWS_ENV:
                     os.environ.pop(var, None)
                 os.environ.update(env)
                 _installed[self.aws_secret] = 'the AWS access key pair'
             if self.azure_secret and self.azure_secret not in _installed:
                 os.environ[AZURE_ENV] = parse_azure_secret(
-                    read_secret(self.azure_secret, client_factory), self.azure_secret)
+                    read_store_secret(self.azure_secret, client_factories), self.azure_secret)
                 _installed[self.azure_secret] = 'the Azure connection string'
             return {name: _installed[name] for name in self if name}
 
@@ -138,6 +136,7 @@ def forget_installed() -> None:
     """For tests: the next install() reads the secrets again."""
     with _lock:
         _installed.clear()
+        forget_aws_chain_env()
 
 
 def from_worker_options() -> StoreCredentials:

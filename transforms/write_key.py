@@ -1,10 +1,13 @@
 """Where the sending workers get the Segment write key: never a pipeline option (CONTRACT §6).
 
 Only the *name* of the source travels in the pipeline; the key is read in the worker's
-`setup()` — from Secret Manager on Dataflow, from SEGMENT_WRITE_KEY locally.
+`setup()`: from the secret named by --segment_write_key_secret (Secret Manager, Secrets
+Manager or Key Vault, see transforms/secrets.py), else from SEGMENT_WRITE_KEY.
 """
 import os
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, Mapping, NamedTuple, Optional
+
+from transforms.secrets import SecretUnreadable, read_secret
 
 ENV_VAR = 'SEGMENT_WRITE_KEY'
 
@@ -14,21 +17,15 @@ class WriteKeyMissing(RuntimeError):
 
 
 class WriteKeySource(NamedTuple):
-    secret_name: Optional[str] = None   # projects/P/secrets/S/versions/V
+    secret_name: Optional[str] = None   # any form transforms/secrets.py accepts
     env_var: str = ENV_VAR
 
-    def resolve(self, secret_client_factory: Optional[Callable] = None) -> str:
+    def resolve(self, client_factories: Optional[Mapping[str, Callable]] = None) -> str:
         if self.secret_name:
-            if secret_client_factory is None:
-                from google.cloud import secretmanager
-                secret_client_factory = secretmanager.SecretManagerServiceClient
             try:
-                response = secret_client_factory().access_secret_version(
-                    request={'name': self.secret_name})
-            except Exception as exc:
-                raise WriteKeyMissing(f'cannot read the write key secret {self.secret_name}: '
-                                      f'{type(exc).__name__}') from None
-            key = response.payload.data.decode('utf-8').strip()
+                key = read_secret(self.secret_name, client_factories)
+            except SecretUnreadable as exc:
+                raise WriteKeyMissing(exc.described_as('the write key secret')) from None
         else:
             key = os.environ.get(self.env_var, '').strip()
         if not key:
