@@ -131,7 +131,7 @@ def since_last_run(settings, options, argv, out) -> int:
         if not listing.files:
             print(f'since_last_run: nothing new ({time.monotonic() - started:.1f} s)', file=out)
             return finish(Summary.from_listing(listing.skipped, settings.mapping),
-                          settings.summary_output, settings.rejects)
+                          settings.summary_output, settings.rejects, report=settings.report)
         local_parallelism(options, argv, sum(size for _, _, size in listing.files))
         waves = make_waves(listing.files, wave_hours)
         detached = dataflow and not settings.wait

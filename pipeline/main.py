@@ -13,8 +13,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.builder import is_dataflow
 from pipeline.cli import (EXIT_FAILED, EXIT_OK, EXIT_SEGMENT_CONFIG, EXIT_SIGNAL_BASE, PROG,
-                          USAGE_ERRORS, Console, check_rejects_writable, check_sending_setup,
-                          error, honour_no_auth, usage_error, using_console)
+                          USAGE_ERRORS, Console, check_rejects_writable, check_report_output,
+                          check_sending_setup, error, honour_no_auth, usage_error, using_console)
 from pipeline.hardening import harden_process
 from pipeline.listing import input_pattern, list_currents_files
 from pipeline.local_runner import (WarmWorkersRunner, local_parallelism, local_runner_options,
@@ -37,7 +37,8 @@ def print_help(out) -> None:
                'for delivery (replay them); 1 failed; 2 bad arguments; 3 Segment refused the '
                'configuration; 130/143 stopped by SIGINT/SIGTERM. '
                f'Re-send rejects with: {PROG} replay --rejects DIR [--reasons r1,r2] [options] '
-               f'(see {PROG} replay --help).')
+               f'(see {PROG} replay --help). Draw the report of an earlier run with: {PROG} '
+               f'report --summary S.json --out FILE.html.')
     CurrentsToSegmentOptions._add_argparse_args(parser)
     parser.print_help(out)
 
@@ -72,6 +73,9 @@ def _run(argv, out) -> int:
     if argv[:1] == ['replay']:
         from pipeline.replay import run_replay
         return run_replay(argv[1:], out)
+    if argv[:1] == ['report']:
+        from pipeline.report import run_report
+        return run_report(argv[1:], out)
     if '-h' in argv or '--help' in argv:
         print_help(out)
         return EXIT_OK
@@ -86,6 +90,7 @@ def _run(argv, out) -> int:
         local_runner_options(options)
         honour_no_auth(options)
         prepare_stores(settings, options, is_dataflow(options))
+        check_report_output(settings, options)
         if settings.follow:
             from pipeline.follow import follow
             return follow(settings, options, argv, out)

@@ -147,7 +147,8 @@ def run_waves(settings, options, listing, waves, detached, out, runner=None, und
         print(summary.table(), file=out, flush=True)
         return finish(summary, settings.summary_output, settings.rejects,
                       stop.signum if stop is not None else None,
-                      sum(len(w) for w in waves[number + 1:]) if waves else 0)
+                      sum(len(w) for w in waves[number + 1:]) if waves else 0,
+                      report=settings.report)
     finally:
         if monitor is not None:
             monitor.close()
