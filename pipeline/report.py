@@ -26,7 +26,7 @@ from pipeline.coverage import (ALL_REJECTED, COLUMNS, HOUR, MISSING, STARTED_LAT
 from pipeline.paths import UsageError
 
 PROG = 'currents-to-segment report'
-MAX_SUMMARY_BYTES = 256 * 1024 * 1024   # far above a year of 80 types by hour (~40 MB)
+MAX_SUMMARY_BYTES = 256 * 1024 * 1024   # far above a year of 80 types by hour (~26 MB)
 HOURLY_UP_TO = 72                        # hours in the range: one column per hour up to this
 DAILY_UP_TO = 120                        # days: one column per day up to this, else per week
 LABEL_CHARS = 40                         # event names longer than this are cut on the heatmap
@@ -242,6 +242,11 @@ class _Bins:
     """Heatmap columns: hours, days or weeks over the range, and the undated files first."""
 
     def __init__(self, hours: Sequence[datetime.datetime], undated: bool):
+        self.undated = undated
+        self.starts: List[datetime.datetime] = []
+        if not hours:   # only files without a date= hour
+            self.unit, self.step = 'hour', HOUR
+            return
         first, last = min(hours), max(hours)
         self.unit = unit_of(first, last)
         if self.unit == 'hour':
@@ -254,12 +259,9 @@ class _Bins:
             self.step = datetime.timedelta(days=7)
             monday = first.date() - datetime.timedelta(days=first.weekday())
             start = datetime.datetime.combine(monday, datetime.time())
-        self.starts = []
         while start <= last:
             self.starts.append(start)
             start += self.step
-        self.undated = undated
-        self.first, self.last = first, last
 
     def index(self, hour: datetime.datetime) -> int:
         return int((hour - self.starts[0]) / self.step) + (1 if self.undated else 0)
@@ -276,9 +278,6 @@ class _Bins:
                 out.append((start.strftime('%m-%d'), f'week of {start:%Y-%m-%d}'))
         return out
 
-    def __len__(self):
-        return len(self.starts) + (1 if self.undated else 0)
-
 
 def _heatmap_data(summary: dict, gaps: List[Gap]):
     """Rows (events, in by_event order then any other), bins, per-cell sums and gap kinds."""
@@ -286,10 +285,7 @@ def _heatmap_data(summary: dict, gaps: List[Gap]):
     rows = list(summary['by_event']) + [e for e in table if e not in summary['by_event']]
     rows = [e for e in rows if e in table]
     hours = {parse_hour(h) for per_hour in table.values() for h in per_hour if h != UNDATED}
-    undated = any(UNDATED in per_hour for per_hour in table.values())
-    if not hours:
-        return rows, None, {}, {}
-    bins = _Bins(sorted(hours), undated)
+    bins = _Bins(sorted(hours), any(UNDATED in per_hour for per_hour in table.values()))
     sums: Dict[Tuple[str, int], Dict[str, int]] = {}
     for event, per_hour in table.items():
         for hour, values in per_hour.items():
@@ -328,11 +324,8 @@ def _heatmap(summary: dict, gaps: List[Gap]) -> str:
         return ('<p class="note" id="no-by-hour">This summary has no per-hour counts (a replay, '
                 'or a run of an earlier version): coverage and gaps cannot be shown.</p>')
     rows, bins, sums, flagged = _heatmap_data(summary, gaps)
-    if bins is None and not any(k[1] == 0 for k in sums):
+    if not sums:
         return '<p class="note">No file was read: nothing to show.</p>'
-    if bins is None:   # only undated files
-        bins = _Bins([datetime.datetime(1970, 1, 1)], True)
-        bins.starts = []
     labels = bins.labels()
     cw = max(12, min(30, 1100 // max(1, len(labels))))
     ch = 16
@@ -341,7 +334,10 @@ def _heatmap(summary: dict, gaps: List[Gap]) -> str:
     total_w = 110
     width = label_w + cw * len(labels) + total_w
     height = head_h + ch * len(rows) + 8
-    top = max([c['read'] for c in sums.values()] + [0])
+    top = max(c['read'] for c in sums.values())
+    totals: Dict[str, int] = defaultdict(int)
+    for (event, _), cell in sums.items():
+        totals[event] += cell['read']
     out = [f'<svg id="heatmap" xmlns="http://www.w3.org/2000/svg" width="{width}" '
            f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
            f'aria-label="events read by event type and {bins.unit}" '
@@ -359,7 +355,6 @@ def _heatmap(summary: dict, gaps: List[Gap]) -> str:
     overlays = []
     for i, event in enumerate(rows):
         y = head_h + i * ch
-        total = sum(c['read'] for (e, _), c in sums.items() if e == event)
         out.append(f'<g data-event="{_text(event)}"><text class="row" x="{label_w - 8}" '
                    f'y="{y + ch - 4}"><title>{_text(event)}</title>{_text(_cut(event))}</text>')
         for j, (_, full) in enumerate(labels):
@@ -384,8 +379,8 @@ def _heatmap(summary: dict, gaps: List[Gap]) -> str:
                 overlays.append(f'<rect class="gap" x="{x + 0.75}" y="{y + 0.75}" '
                                 f'width="{cw - 2.5}" height="{ch - 2.5}" fill="none" '
                                 f'stroke="{KIND_COLOURS[kind]}" stroke-width="2"/>')
-        out.append(f'<text class="total" x="{width - 6}" y="{y + ch - 4}">{_n(total)}</text>'
-                   f'</g>')
+        out.append(f'<text class="total" x="{width - 6}" y="{y + ch - 4}">'
+                   f'{_n(totals[event])}</text></g>')
     out += overlays
     out.append('</svg>')
     return '\n'.join(out)
@@ -624,12 +619,6 @@ def render(summary: dict, source: str = '') -> str:
 
 def _unit(span: Optional[Tuple[str, str, int]]) -> str:
     return unit_of(parse_hour(span[0]), parse_hour(span[1])) if span else 'hour'
-
-
-def gap_lines(summary: dict) -> List[str]:
-    """The gaps of a checked summary, one line each (for the end of a run)."""
-    return [gap.text for gap in gaps_from_summary(summary['by_hour'])] \
-        if 'by_hour' in summary else []
 
 
 # ------------------------------------------------------------------------- the sub-command

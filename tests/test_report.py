@@ -251,6 +251,22 @@ def test_a_summary_without_per_hour_counts_still_reports_its_totals():
                                          r['rejected']] for e, r in summary['by_event'].items()}
 
 
+def test_only_undated_files_and_no_files():
+    summary = make_summary(NAMES[:2], 1, undated=NAMES[:2])
+    for per_hour in summary['by_hour']['events'].values():
+        del per_hour['2024-05-01-00']
+    for event, row in summary['by_event'].items():
+        row.update(dict(zip(COLUMNS[2:], summary['by_hour']['events'][event][UNDATED][2:])))
+    parsed = ParsedPage(render(check_summary(summary)))
+    assert int(parsed.by_id('heatmap').attrs['data-columns']) == 1
+    assert {k[1] for k in parsed.cells()} == {'files without a date= hour'}
+    assert parsed.number('gap-count') == 0
+    summary['by_hour']['events'] = {}
+    parsed = ParsedPage(render(check_summary(summary)))
+    assert not [e for e in parsed.elements if e.tag == 'svg']
+    assert 'No file was read' in parsed.elements[0].text
+
+
 def test_unbalanced_and_stopped_runs_are_said_at_the_top():
     summary = gap_summary()
     summary['not_sent_stopped'], summary['files_not_read_stopped'] = 5, 2
