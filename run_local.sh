@@ -2,7 +2,8 @@
 # Runs the pipeline locally on the DirectRunner's in-process engine.
 #
 #   ./run_local.sh                 generate sample data (once), start the local Segment-compatible
-#                                  receiver, send everything to it, print the summary and what it got
+#                                  receiver, send everything to it, print the summary and what it
+#                                  got; the report (coverage, gaps) goes to out/report.html
 #   ./run_local.sh --mapping current   the same with the `current` mapping profile: the generated
 #                                  sample then holds its 80 types (sample-data-current/)
 #   ./run_local.sh --input DIR ... your own data: you must say where it goes
@@ -36,15 +37,20 @@ source scripts/venv.sh
 out="${LOCAL_OUT:-out}"
 own_input=false; has --input && own_input=true
 if ! $own_input; then
+  # 12 hours with a few deliberate gaps for the report to show (README, "Report and gaps");
+  # generated again when these arguments change.
   data=sample-data; [ "$mapping" = classic ] || data="sample-data-$mapping"
-  if [ ! -d "$data" ]; then
-    python -m devtools.sample --output "$data" --events "${SAMPLE_EVENTS:-20000}" --seed 1 \
-      --mapping "$mapping"
+  sample=(--events "${SAMPLE_EVENTS:-20000}" --seed 1 --hours 12 --deliberate-gaps --mapping "$mapping")
+  if [ "$(cat "$data/arguments" 2>/dev/null)" != "${sample[*]}" ]; then
+    rm -rf "$data"
+    python -m devtools.sample --output "$data" "${sample[@]}"
+    echo "${sample[*]}" > "$data/arguments"
   fi
-  args+=(--input "$data")
+  args+=(--input "$data/currents")
 fi
 has --rejects || args+=(--rejects "$out/rejects")
 has --summary_output || args+=(--summary_output "$out/summary.json")
+has --report || has --plan || args+=(--report "$out/report.html")
 
 receiver_pid=""
 cleanup() { if [ -n "$receiver_pid" ]; then kill "$receiver_pid" 2>/dev/null || true; wait "$receiver_pid" 2>/dev/null || true; fi; }

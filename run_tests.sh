@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/venv.sh
 scripts/azurite.sh   # the Azure Blob emulator (Node.js) for tests/test_azure.py
+scripts/chromium.sh  # Debian's chromium, headless, for the report tests (tests/test_report.py)
 tier=()
 if [ "${1:-}" = "--fast" ]; then shift; tier=(-m "not slow"); fi
 exec python -m pytest -q -p no:cacheprovider "${tier[@]+"${tier[@]}"}" "$@" tests

@@ -12,7 +12,7 @@ profile instead, each with Braze's real writer schema read at generation time fr
 reference data (`$CURRENTS_SHARED/currents-schemas/`, default `../shared` beside the repository,
 as the tests use); this package is not shipped, and those schemas are not copied into it.
 
-    python -m devtools.sample --output DIR --events N --seed S [--mapping current]
+    python -m devtools.sample --output DIR --events N --seed S [--mapping current] [--deliberate-gaps]
 """
 import argparse
 import datetime as dt
@@ -109,6 +109,38 @@ class SampleReport:
     eligible_ids: Set[str] = field(default_factory=set)
     root: str = ''            # the dataexport.<cluster>.GCS.integration.<id> folder
     other_events: int = 0     # events in other_files (never eligible)
+    rejected: int = 0         # with `gaps`: events whose id is too long to send (not eligible)
+
+
+@dataclass(frozen=True)
+class SampleGaps:
+    """Holes made on purpose, so the report and `--plan` have gaps to show (README, "Report and
+    gaps"). Hours are indexes from the first hour; types are Currents types."""
+    missing: Tuple[Tuple[str, int], ...] = ()     # no file of that type in that hour
+    stops: Tuple[Tuple[str, int], ...] = ()       # no file of that type from that hour on
+    rejected: Tuple[Tuple[str, int], ...] = ()    # every event's id longer than a messageId
+                                                  # may be: all rejected message_id_too_long
+
+    def omits(self, currents_type: str, hour: int) -> bool:
+        return (currents_type, hour) in self.missing or any(
+            t == currents_type and hour >= h for t, h in self.stops)
+
+
+# Busy types of both mapping profiles (hundreds of events an hour in a 20,000-event sample).
+GAP_TYPES = ('users.messages.email.Open', 'users.messages.sms.Delivery',
+             'users.messages.contentcard.Send')
+
+
+def deliberate_gaps(hours: int) -> SampleGaps:
+    """The sample's deliberate gaps over `hours` hours (at least 4): Email Opened misses the
+    middle hour, SMS Delivered stops for the last third, every Content Card Sent event of the
+    hour at a quarter is rejected."""
+    if hours < 4:
+        raise ValueError(f'deliberate gaps need at least 4 hours, got {hours}')
+    opened, delivered, card = GAP_TYPES
+    return SampleGaps(missing=((opened, hours // 2),),
+                      stops=((delivered, hours - max(1, hours // 3)),),
+                      rejected=((card, hours // 4),))
 
 
 def shared_schema_dir() -> Path:
@@ -579,7 +611,8 @@ def generate(output_dir, events: int = 10000, seed: int = 0, start_hour: str = '
              hours: int = 3, no_external_fraction: float = 0.1, codec: str = 'null',
              events_per_file: int = 5000, other_type_files: int = 2,
              old_layout_fraction: float = 0.25, mapping: str = CLASSIC,
-             codecs: Optional[Sequence[str]] = None) -> SampleReport:
+             codecs: Optional[Sequence[str]] = None,
+             gaps: Optional[SampleGaps] = None) -> SampleReport:
     """Write a sample Currents export under `<output_dir>/currents/` and describe it.
 
     `mapping` picks the event types (and writer schemas) of that mapping profile. Existing files
@@ -622,7 +655,7 @@ def generate(output_dir, events: int = 10000, seed: int = 0, start_hour: str = '
     plan: List[Tuple[str, int, int]] = []
     for t, n in zip(types, counts):
         for h, nh in enumerate(_allocate(n, hour_weights) if n else [0] * hours):
-            if nh:
+            if nh and not (gaps and gaps.omits(t, h)):
                 nfiles = math.ceil(nh / events_per_file)
                 plan.extend((t, h, len(part)) for part in _split(nh, nfiles))
     other_plan = [(others[i % len(others)], rng.randrange(hours), rng.randint(10, 60))
@@ -672,10 +705,13 @@ def generate(output_dir, events: int = 10000, seed: int = 0, start_hour: str = '
         base = hour_epochs[h]
         records = []
         eligible = 0
+        too_long = bool(gaps) and (t, h) in gaps.rejected
         for _ in range(n):
             tpl, uf, anon = items[randrange(size)]
             rec = tpl.copy()
             eid = _uuid4(getrandbits(128))
+            if too_long:   # 127 characters: past Segment's 100 for a messageId
+                eid += '-' + 'x' * 90
             rec['id'] = eid
             u = users[randrange(n_users)]
             if anon:
@@ -690,8 +726,11 @@ def generate(output_dir, events: int = 10000, seed: int = 0, start_hour: str = '
             for fname, ui in uf:
                 rec[fname] = u[ui]
             if ext and ext.strip():
-                eligible += 1
-                eligible_ids.add(eid)
+                if too_long:
+                    report.rejected += 1
+                else:
+                    eligible += 1
+                    eligible_ids.add(eid)
             records.append(rec)
         path = file_path(t, h, n, idx in old_files)
         write(path, parsed[t], records)
@@ -761,6 +800,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help='files of types the profile skips (default 2)')
     parser.add_argument('--old-layout-fraction', type=float, default=0.25,
                         help='share of files in the older <schema-id>/<zone>/ layout (default 0.25)')
+    parser.add_argument('--deliberate-gaps', action='store_true',
+                        help='leave gaps for the report to show (at least 4 hours): one type '
+                             'misses an hour, one stops early, one hour of one type is all '
+                             'rejected')
     parser.add_argument('--mapping', default=CLASSIC, choices=PROFILES,
                         help='event types of this mapping profile: classic (34, default) or '
                              'current (80, with Braze\'s writer schemas from $CURRENTS_SHARED)')
@@ -770,14 +813,16 @@ def main(argv: Optional[List[str]] = None) -> int:
                           hours=args.hours, no_external_fraction=args.no_external_fraction,
                           codec=args.codec, events_per_file=args.events_per_file,
                           other_type_files=args.other_type_files,
-                          old_layout_fraction=args.old_layout_fraction, mapping=args.mapping)
+                          old_layout_fraction=args.old_layout_fraction, mapping=args.mapping,
+                          gaps=deliberate_gaps(args.hours) if args.deliberate_gaps else None)
     except ValueError as exc:
         parser.error(str(exc))
     except OSError as exc:
         print(f'{parser.prog}: error: cannot write {args.output}: {exc.strerror or exc}', file=sys.stderr)
         return 1
     print(f'files={len(report.files)} other_files={len(report.other_files)} events={report.events} '
-          f'eligible={report.eligible} root={report.root}')
+          f'eligible={report.eligible} root={report.root}'
+          + (f' rejected={report.rejected}' if args.deliberate_gaps else ''))
     return 0
 
 

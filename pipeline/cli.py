@@ -150,15 +150,46 @@ def exit_decision(d: dict, balanced: bool, rejects: str, signum: Optional[int] =
               f'{PROG} replay --rejects {shlex.quote(rejects)} --reasons {reasons}')
     return EXIT_OK, None
 
+def check_report_output(settings, options: PipelineOptions) -> None:
+    """--report: written by the launcher at the end, so it must wait for the job, and its
+    folder must take a file; checked before anything runs (else UsageError, one line)."""
+    if not settings.report:
+        return
+    if is_dataflow(options) and not settings.wait:
+        raise UsageError('--report is written from the job\'s counters when it completes: on '
+                         'Dataflow add --wait (or, for a job already run, use '
+                         f'{PROG} report --summary S.json --out FILE.html)')
+    from pipeline.report import check_writable
+    check_writable(settings.report)
+
+def write_report_file(summary: Summary, report: str) -> bool:
+    """Writes --report from the summary; one line says where (or why it could not)."""
+    from pipeline.report import check_summary, gaps_from_summary, render, write_report
+    try:
+        d = check_summary(summary.as_dict())
+        size = write_report(report, render(d))
+    except Exception as exc:   # noqa: BLE001 - the run is done: one line, never a traceback
+        error(f'could not write --report {report}: {one_line(exc, 200)}')
+        return False
+    gaps = len(gaps_from_summary(d['by_hour'])) if 'by_hour' in d else None
+    print(f'{PROG}: report written: {report} ({size:,} bytes; '
+          + ('no per-hour counts' if gaps is None else f'{gaps} gap{"s" if gaps != 1 else ""}')
+          + ')', file=_console.stream, flush=True)
+    return True
+
 def finish(summary: Summary, summary_output: Optional[str], rejects: str = '',
-           signum: Optional[int] = None, files_not_started: int = 0) -> int:
-    """Writes --summary_output and turns the summary into the exit status and its last line."""
+           signum: Optional[int] = None, files_not_started: int = 0,
+           report: Optional[str] = None) -> int:
+    """Writes --summary_output and --report and turns the summary into the exit status and
+    its last line (a report that could not be written fails a run that would pass)."""
     if summary_output:
         with FileSystems.create(summary_output) as f:
             f.write(summary.to_json().encode('utf-8'))
     code, line = exit_decision(summary.as_dict(), summary.balanced, rejects, signum,
                                files_not_started)
-    if code == EXIT_FAILED:
+    if report and not write_report_file(summary, report) and code == EXIT_OK:
+        code = EXIT_FAILED
+    if code == EXIT_FAILED and line:
         error(line)
     elif line:
         print(f'{PROG}: {line}', file=_console.stream, flush=True)

@@ -146,7 +146,7 @@ def follow(settings, options, argv, out) -> int:
         print(f'follow: stopped by {stop.signal_name}: {polls} polls, {waves} waves, '
               f'{files_sent} files', file=out)
         print(total.table(), file=out, flush=True)
-        return finish(total, settings.summary_output, settings.rejects)
+        return finish(total, settings.summary_output, settings.rejects, report=settings.report)
     finally:
         if workers:
             workers.close()

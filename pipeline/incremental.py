@@ -219,7 +219,7 @@ def since_last_run(settings, options, argv, out) -> int:
             advance_window(settings, window, listing)
             print(f'since_last_run: nothing new ({time.monotonic() - started:.1f} s)', file=out)
             return finish(Summary.from_listing(listing.skipped, settings.mapping),
-                          settings.summary_output, settings.rejects)
+                          settings.summary_output, settings.rejects, report=settings.report)
         local_parallelism(options, argv, sum(size for _, _, size in
                                              listing.files or listing.sample or ()))
         waves = (unit_waves(listing.units, wave_hours, listing.sample) if listing.on_workers

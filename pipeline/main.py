@@ -13,9 +13,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.builder import is_dataflow
 from pipeline.cli import (EXIT_FAILED, EXIT_OK, EXIT_SEGMENT_CONFIG, EXIT_SIGNAL_BASE,
-                          EXIT_USAGE, PROG,
-                          USAGE_ERRORS, Console, check_rejects_writable, check_sending_setup,
-                          error, finish, honour_no_auth, usage_error, using_console)
+                          EXIT_USAGE, PROG, USAGE_ERRORS, Console, check_rejects_writable,
+                          check_report_output, check_sending_setup, error, finish,
+                          honour_no_auth, usage_error, using_console)
 from pipeline.hardening import harden_process
 from pipeline.ledger import fold_pieces, load_window_records
 from pipeline.listing import DONE, Skip, input_pattern, list_input
@@ -40,7 +40,8 @@ def print_help(out) -> None:
                'for delivery (replay them); 1 failed; 2 bad arguments; 3 Segment refused the '
                'configuration; 130/143 stopped by SIGINT/SIGTERM. '
                f'Re-send rejects with: {PROG} replay --rejects DIR [--reasons r1,r2] [options] '
-               f'(see {PROG} replay --help).')
+               f'(see {PROG} replay --help). Draw the report of an earlier run with: {PROG} '
+               f'report --summary S.json --out FILE.html.')
     CurrentsToSegmentOptions._add_argparse_args(parser)
     parser.print_help(out)
 
@@ -145,6 +146,9 @@ def _run(argv, out) -> int:
     if argv[:1] == ['replay']:
         from pipeline.replay import run_replay
         return run_replay(argv[1:], out)
+    if argv[:1] == ['report']:
+        from pipeline.report import run_report
+        return run_report(argv[1:], out)
     if '-h' in argv or '--help' in argv:
         print_help(out)
         return EXIT_OK
@@ -159,6 +163,7 @@ def _run(argv, out) -> int:
         local_runner_options(options)
         honour_no_auth(options)
         prepare_stores(settings, options, is_dataflow(options))
+        check_report_output(settings, options)
         if settings.follow:
             from pipeline.follow import follow
             return follow(settings, options, argv, out)
@@ -175,7 +180,7 @@ def _run(argv, out) -> int:
                 raise UsageError(why)
             print(f'{PROG}: {why}', file=out, flush=True)
             return finish(Summary.from_listing(listing.skipped, settings.mapping),
-                          settings.summary_output, settings.rejects)
+                          settings.summary_output, settings.rejects, report=settings.report)
         settings.file_stamps = listing.stamps   # each file is recorded as it completes
         waves_by = wave_size(settings.wave_hours, settings.wave_mb, dataflow, settings.wait)
         undated = undated_files(listing, settings.selector)

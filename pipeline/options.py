@@ -50,6 +50,8 @@ class CurrentsToSegmentOptions(PipelineOptions):
         a('--message_id_prefix', default='', help='Prefix for every messageId (e.g. dev-)')
         a('--dry_run_output', help='Write the request bodies to this folder; send nothing')
         a('--summary_output', help='Write the run summary as JSON to this file')
+        a('--report', help='Write the run report to this HTML file: coverage by date= hour and '
+                           'event type with its gaps, totals, rejects, request outcomes')
         a('--segment_region', default='us', choices=('us', 'eu'), help='Segment region')
         a('--segment_endpoint', help='Override the batch endpoint URL')
         a('--segment_gzip', action='store_true', default=False, help='gzip request bodies')
@@ -188,6 +190,7 @@ class RunSettings:
     message_id_prefix: str = ''
     dry_run_output: Optional[str] = None
     summary_output: Optional[str] = None
+    report: Optional[str] = None
     endpoint: str = ''
     use_gzip: bool = False
     timeout: float = 30.0
@@ -330,13 +333,16 @@ def settings_from(options: PipelineOptions, need_rejects: bool = True) -> RunSet
                          '--follow skip delivered files: use one of them')
     if o.follow and o.plan:
         raise UsageError('--follow runs until stopped; --plan only prints: use one of them')
+    if o.report and o.plan:
+        raise UsageError('--report is written at the end of a run; --plan only prints: use one '
+                         'of them')
     if o.wave_mb is not None and not o.wave_mb >= 0:
         raise UsageError('--wave_mb must be 0 (one wave) or positive')
     return RunSettings(
         input=o.input, rejects=(o.rejects or '').rstrip('/'),
         selector=FileSelector(event_types, start, end),
         message_id_prefix=o.message_id_prefix or '', dry_run_output=o.dry_run_output,
-        summary_output=o.summary_output, endpoint=endpoint, use_gzip=o.segment_gzip,
+        summary_output=o.summary_output, report=o.report, endpoint=endpoint, use_gzip=o.segment_gzip,
         timeout=o.segment_timeout, max_retry_seconds=o.max_retry_seconds,
         max_events_per_second=o.max_events_per_second, max_in_flight=o.max_in_flight,
         integrations=integrations,

@@ -20,8 +20,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.builder import deliver_step, is_dataflow, job_options
-from pipeline.cli import (EXIT_OK, USAGE_ERRORS, check_sending_setup, finish, run_failed,
-                          usage_error)
+from pipeline.cli import (EXIT_OK, USAGE_ERRORS, check_report_output, check_sending_setup,
+                          finish, run_failed, usage_error)
 from pipeline.local_runner import local_runner_options
 from pipeline.stores import prepare_stores
 from pipeline.options import check_argv, settings_from
@@ -281,6 +281,7 @@ def run_replay(argv: List[str], out=None) -> int:
         if not FileSystems.match([pattern])[0].metadata_list:
             raise UsageError(f'no rejects files match {pattern}')
         check_sending_setup(settings, options)
+        check_report_output(settings, options)
     except USAGE_ERRORS as exc:
         return usage_error(exc)
     folder = settings.rejects if not (is_glob(settings.rejects) or
@@ -301,4 +302,5 @@ def run_replay(argv: List[str], out=None) -> int:
     if not_replayed:
         print(f'not replayed: {not_replayed}', file=out)
     print(f'rejected again: {out_prefix}-*.jsonl', file=out)
-    return finish(summary, settings.summary_output, FileSystems.join(folder, f'replay-{settings.run_id}'))
+    return finish(summary, settings.summary_output,
+                  FileSystems.join(folder, f'replay-{settings.run_id}'), report=settings.report)

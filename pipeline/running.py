@@ -180,7 +180,7 @@ def run_waves(settings, options, listing, waves, detached, out, runner=None, und
                                           settings.mapping))
         print(summary.table(), file=out, flush=True)
         return finish(summary, settings.summary_output, settings.rejects,
-                      stop.signum if stop is not None else None)
+                      stop.signum if stop is not None else None, report=settings.report)
     finally:
         if monitor is not None:
             monitor.close()

@@ -63,7 +63,7 @@ def prepare_stores(settings, options: PipelineOptions, dataflow: bool = False,
     """
     locations = [(flag, path) for flag, path in (
         ('--input', settings.input), ('--rejects', settings.rejects),
-        ('--summary_output', settings.summary_output),
+        ('--summary_output', settings.summary_output), ('--report', settings.report),
         ('--dry_run_output', settings.dry_run_output)) if scheme_of(path) in ('s3', 'azfs')]
     if not locations:
         return

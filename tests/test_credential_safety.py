@@ -245,6 +245,11 @@ def test_run_local_without_arguments_sends_the_sample_to_the_local_receiver(tmp_
     sent = int(proc.stdout.split('\ntotal', 1)[1].split()[2])
     assert f'receiver: {sent} unique messages accepted' in proc.stdout and sent > 0
     assert_clean('run_local.sh output', proc.stdout + proc.stderr)   # the real key never used
+    # the sample's deliberate all-rejected hour, and its report written by default
+    assert 'rejects by reason: message_id_too_long ' in proc.stdout
+    report = tmp_path / 'out' / 'report.html'
+    assert f'report written: {report} (' in proc.stderr
+    assert_clean('report', report.read_text())
 
 
 # ------------------------------------------------------------------ replay and resume trust

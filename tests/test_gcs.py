@@ -327,3 +327,32 @@ def test_no_auth_cli_is_quick_and_quiet_without_credentials(gcs, bucket, tmp_pat
         pytest.fail('the CLI was still looking up credentials after 6 s despite --no_auth')
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_report_written_to_and_drawn_from_gcs(gcs, bucket, tmp_path):
+    """--report and `report --summary/--out` through Beam's gs:// filesystem; the writability
+    probe leaves nothing behind, and a bucket that does not exist stops the run at once."""
+    files = sample_files()
+    gcs.upload_files({object_name('currents', t): files[t] for t in FORM_TYPES}, bucket=bucket)
+    code, summary, table = run_pipeline(bucket, tmp_path, '--report',
+                                        f'gs://{bucket}/out/report.html')
+    assert code == 0, table
+    page = gcs.read('out/report.html', bucket=bucket).decode()
+    assert f'<span class="v" id="total-read">{summary["read"]:,}</span>' in page
+    gcs.upload_bytes('out/summary.json', json.dumps(summary).encode(), bucket=bucket)
+    out = io.StringIO()
+    assert run(['report', '--summary', f'gs://{bucket}/out/summary.json', '--out',
+                f'gs://{bucket}/out/again.html'], out=out) == 0, out.getvalue()
+    again = gcs.read('out/again.html', bucket=bucket).decode()
+    assert again.split('<div class="cards">')[1] == page.split('<div class="cards">')[1]
+    assert sorted(gcs.list('out/', bucket=bucket)) == ['out/again.html', 'out/report.html',
+                                                        'out/summary.json']
+    err = io.StringIO()
+    from pipeline.cli import Console
+    code = run(['--input', f'gs://{bucket}/currents', '--rejects', f'gs://{bucket}/rejects2',
+                '--dry_run_output', f'gs://{bucket}/bodies2', '--no_auth',
+                '--report', 'gs://c2s-no-such-bucket/report.html'], out=io.StringIO(),
+               console=Console(err))
+    assert code == 2 and ERROR_LINE.match(err.getvalue().strip())
+    assert 'cannot write --report gs://c2s-no-such-bucket/report.html' in err.getvalue()
+    assert not gcs.list('bodies2/', bucket=bucket)

@@ -285,6 +285,27 @@ def test_cli(tmp_path):
         == {Path(p).name for p in expected.files + expected.other_files}
 
 
+def test_cli_deliberate_gaps(tmp_path):
+    res = _cli('--output', str(tmp_path / 'a'), '--events', '400', '--hours', '3',
+               '--deliberate-gaps')
+    assert res.returncode == 2 and res.stderr.strip().endswith(
+        'error: deliberate gaps need at least 4 hours, got 3')
+    res = _cli('--output', str(tmp_path / 'b'), '--events', '2000', '--hours', '4', '--seed', '2',
+               '--deliberate-gaps')
+    assert res.returncode == 0, res.stderr
+    fields = dict(kv.split('=', 1) for kv in res.stdout.split())
+    expected = sample.generate(tmp_path / 'c', events=2000, seed=2, hours=4,
+                               gaps=sample.deliberate_gaps(4))
+    assert int(fields['rejected']) == expected.rejected > 0
+    assert int(fields['events']) == expected.events < 2000      # the missing hours' events
+    assert int(fields['eligible']) == expected.eligible == len(expected.eligible_ids)
+    hours = {(t, h) for t, h in expected.partitions}
+    assert ('users.messages.email.Open', '2024-05-01-02') not in hours
+    assert ('users.messages.email.Open', '2024-05-01-03') in hours
+    assert ('users.messages.sms.Delivery', '2024-05-01-03') not in hours
+    assert ('users.messages.sms.Delivery', '2024-05-01-02') in hours
+
+
 @pytest.mark.parametrize('args', [
     ['--events', '10'],                                  # no --output
     ['--output', 'x', '--events', 'many'],
