@@ -29,11 +29,11 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
+from transforms.completion import COLUMNS   # the summary's by_hour columns, read by name
+from transforms.layout import UNDATED       # the by_hour key of files without a date= hour
+
 HOUR = datetime.timedelta(hours=1)
 HOUR_FORMAT = '%Y-%m-%d-%H'
-UNDATED = 'undated'       # the by_hour key of files whose path has no date= hour
-# The by_hour columns (summary JSON), read by name.
-COLUMNS = ('files', 'files_rejected', 'read', 'dropped_no_external_user_id', 'sent', 'rejected')
 MIN_EXPECTED_EVENTS = 12  # λ·k below this: empty hours a type plausibly has by chance
 
 MISSING, STOPPED, STARTED_LATE = 'missing_hours', 'stopped', 'started_late'
