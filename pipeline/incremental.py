@@ -98,7 +98,7 @@ def lag_text(files, now: Optional[float] = None) -> str:
 
 
 def since_last_run(settings, options, argv, out) -> int:
-    from pipeline.local_runner import (WarmWorkersRunner, local_parallelism,
+    from pipeline.local_runner import (local_parallelism, worker_runner,
                                        start_warm_workers, uses_worker_processes,
                                        worker_processes)
     started = time.monotonic()
@@ -143,7 +143,7 @@ def since_last_run(settings, options, argv, out) -> int:
         if lock is not None and not detached:
             lock.start_renewing()
         code = run_waves(settings, options, listing, waves, detached, out,
-                         WarmWorkersRunner(workers) if workers else None)
+                         worker_runner(options, workers))
         if code == EXIT_OK and lock is not None and detached \
                 and not options.view_as(TestOptions).dry_run:
             # The job records its files when it completes: it holds the lock until then.
