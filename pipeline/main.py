@@ -14,12 +14,14 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline.builder import is_dataflow
 from pipeline.cli import (EXIT_FAILED, EXIT_OK, EXIT_SEGMENT_CONFIG, EXIT_SIGNAL_BASE, PROG,
                           USAGE_ERRORS, Console, check_rejects_writable, check_sending_setup,
-                          error, honour_no_auth, usage_error, using_console)
+                          check_summary_writable, current_console, error, honour_no_auth,
+                          replay_options, usage_error, using_console)
 from pipeline.hardening import harden_process
 from pipeline.listing import input_pattern, list_currents_files
-from pipeline.local_runner import (WarmWorkersRunner, local_parallelism, local_runner_options,
+from pipeline.local_runner import (local_parallelism, local_runner_options, worker_runner,
                                    start_warm_workers, uses_worker_processes, worker_processes)
-from pipeline.options import CurrentsToSegmentOptions, check_argv, settings_from
+from pipeline.options import (CurrentsToSegmentOptions, DefaultsHelpFormatter, add_options,
+                              check_argv, settings_from)
 from pipeline.paths import UsageError, hour_from_path
 from pipeline.plan import make_plan, plan_text
 from pipeline.resume import completed_partitions
@@ -30,7 +32,9 @@ from pipeline.waves import make_waves, wave_size
 
 def print_help(out) -> None:
     parser = argparse.ArgumentParser(
-        prog=PROG, description='Backfill Braze Currents Avro exports into Segment as track calls.',
+        prog=PROG, usage=f'{PROG} --input PATH --rejects DIR [options] [Beam options]',
+        formatter_class=DefaultsHelpFormatter,
+        description='Backfill Braze Currents Avro exports into Segment as track calls.',
         epilog='Beam options (--runner, --direct_num_workers, --project, ...) pass through; any '
                'other unknown option is refused. The write key comes from SEGMENT_WRITE_KEY or '
                '--segment_write_key_secret. Exit status: 0 done; 4 done but events rejected '
@@ -38,7 +42,7 @@ def print_help(out) -> None:
                'configuration; 130/143 stopped by SIGINT/SIGTERM. '
                f'Re-send rejects with: {PROG} replay --rejects DIR [--reasons r1,r2] [options] '
                f'(see {PROG} replay --help).')
-    CurrentsToSegmentOptions._add_argparse_args(parser)
+    add_options(parser)
     parser.print_help(out)
 
 def undated_files(listing, selector) -> int:
@@ -86,6 +90,9 @@ def _run(argv, out) -> int:
         local_runner_options(options)
         honour_no_auth(options)
         prepare_stores(settings, options, is_dataflow(options))
+        if not settings.plan:
+            check_summary_writable(settings.summary_output)
+        current_console().replay_options = replay_options(settings)
         if settings.follow:
             from pipeline.follow import follow
             return follow(settings, options, argv, out)
@@ -120,7 +127,7 @@ def _run(argv, out) -> int:
               f'{"forked warm from this one" if workers else "each started fresh"}', file=out)
     try:
         return run_waves(settings, options, listing, waves, detached, out,
-                         WarmWorkersRunner(workers) if workers else None, undated, workers)
+                         worker_runner(options, workers), undated, workers)
     finally:
         if workers:
             workers.close()
