@@ -10,6 +10,8 @@ from transforms.profiles import CLASSIC, row_name, row_names
 
 
 UNDATED = 'files_without_date_hour'
+# A replay's own counters (pipeline/replay.py): rejects it refused, left out, or found replayed.
+NOT_REPLAYED, NOT_SELECTED, ALREADY_REPLAYED = 'not_replayed', 'not_selected', 'already_replayed'
 
 
 class Summary:
@@ -19,15 +21,16 @@ class Summary:
     (LINE and RCS `Sent` under `current`) share a row, custom events are one `Custom Event` row.
     """
 
-    def __init__(self, values: Dict[str, int], mapping: str = CLASSIC):
+    def __init__(self, values: Dict[str, int], mapping: str = CLASSIC, replay: bool = False):
         self.values = values
         self.mapping = mapping
+        self.replay = replay   # a replay's summary also says what it did not replay
 
     def add(self, other: 'Summary') -> 'Summary':
         merged = defaultdict(int, self.values)
         for name, value in other.values.items():
             merged[name] += value
-        return Summary(dict(merged), self.mapping)
+        return Summary(dict(merged), self.mapping, self.replay)
 
     @classmethod
     def from_listing(cls, skipped: Dict[str, int], mapping: str = CLASSIC,
@@ -40,12 +43,12 @@ class Summary:
         return cls(values, mapping)
 
     @classmethod
-    def from_result(cls, result, mapping: str = CLASSIC) -> 'Summary':
+    def from_result(cls, result, mapping: str = CLASSIC, replay: bool = False) -> 'Summary':
         query = result.metrics().query(MetricsFilter().with_namespace(counts.NAMESPACE))
         values = defaultdict(int)
         for c in query['counters']:
             values[c.key.metric.name] += c.result or 0
-        return cls(dict(values), mapping)
+        return cls(dict(values), mapping, replay)
 
     def as_dict(self) -> dict:
         by_event = {}
@@ -53,6 +56,7 @@ class Summary:
         reasons = {}
         skipped = {}
         statuses = {}
+        by_kind = {NOT_REPLAYED: {}, NOT_SELECTED: {}}
         for name, value in self.values.items():
             kind, key = counts.split_name(name)
             if kind in (counts.READ, counts.DROPPED, counts.SENT, counts.REJECTED):
@@ -72,10 +76,12 @@ class Summary:
                 skipped[key] = value
             elif kind == 'requests_by_status':
                 statuses[key] = value
+            elif kind in by_kind:
+                by_kind[kind][key] = value
         order = {}
         for name in row_names(self.mapping).values():
             order.setdefault(name, len(order))
-        return {
+        d = {
             'read': totals['read'],
             'dropped_no_external_user_id': totals['dropped_no_external_user_id'],
             'sent': totals['sent'],
@@ -96,6 +102,11 @@ class Summary:
             'requests_retried': self.values.get('requests_retried', 0),
             'requests_by_status': dict(sorted(statuses.items())),
         }
+        if self.replay:
+            d.update({NOT_REPLAYED: dict(sorted(by_kind[NOT_REPLAYED].items())),
+                      NOT_SELECTED: dict(sorted(by_kind[NOT_SELECTED].items())),
+                      ALREADY_REPLAYED: self.values.get(ALREADY_REPLAYED, 0)})
+        return d
 
     @property
     def balanced(self) -> bool:
@@ -121,8 +132,9 @@ class Summary:
         lines.append('-' * len(head))
         lines.append(f'{"total":<{w}}{d["read"]:>10}{d["dropped_no_external_user_id"]:>10}'
                      f'{d["sent"]:>10}{d["rejected"]:>10}')
-        lines.append(f'files: {d["files_read"]} read, {d["files_skipped"]} skipped, '
-                     f'{d["files_rejected"]} unreadable')
+        skipped = ', '.join(f'{k} {v}' for k, v in d['files_skipped_by_reason'].items() if v)
+        lines.append(f'files: {d["files_read"]} read, {d["files_skipped"]} skipped'
+                     + (f' ({skipped})' if skipped else '') + f', {d["files_rejected"]} unreadable')
         if d['files_without_date_hour']:
             lines.append(f'read regardless: no date= hour in path: '
                          f'{d["files_without_date_hour"]} files (--start/--end cannot prune them)')
@@ -130,6 +142,13 @@ class Summary:
             lines.append(f'stopped: {d["not_sent_stopped"]} events read but not sent, '
                          f'{d["files_not_read_stopped"]} files not (fully) read; not recorded '
                          f'as done (--resume sends them)')
+        if self.replay:
+            for title, key in (('not replayed', NOT_REPLAYED),
+                               ('not selected by --reasons', NOT_SELECTED)):
+                if d[key]:
+                    lines.append(f'{title}: ' + '; '.join(f'{k} {v}' for k, v in d[key].items()))
+            if d[ALREADY_REPLAYED]:
+                lines.append(f'replayed already (skipped): {d[ALREADY_REPLAYED]} rejects')
         if d['rejected_by_reason']:
             lines.append('rejects by reason: ' + ', '.join(
                 f'{k} {v}' for k, v in d['rejected_by_reason'].items()))
