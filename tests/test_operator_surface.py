@@ -304,13 +304,13 @@ def test_message_id_prefix_is_refused_one_character_past_the_limit(tmp_path, sam
         result = cli('--input', samples_dir / 'avro', '--rejects', tmp_path / 'r',
                      '--segment_endpoint', receiver.url, '--message_id_prefix', 'p' * 64,
                      '--summary_output', tmp_path / 's.json')
-        got = ids(receiver)
+        got, duplicates = ids(receiver), receiver.stats()['duplicates']
     assert result.returncode == 0 and result.stderr == '', result.stderr
     assert {len(i) for i in got} == {100}
     summary = summary_of(tmp_path / 's.json')
     assert summary['sent'] == 31 and summary['rejected'] == 0
     # Braze's 31 sample files share one id: sent 31, one message at the receiver.
-    assert len(got) == 1
+    assert len(got) == 1 and duplicates == 30
     # The text summary says why files were skipped.
     assert 'files: 31 read, 63 skipped (other_event_type 63), 0 unreadable' in result.stdout
 
