@@ -11,6 +11,9 @@ With `mapping='current'` (`--mapping current`) it writes the 80 types of the `cu
 profile instead, each with Braze's real writer schema read at generation time from the shared
 reference data (`$CURRENTS_SHARED/currents-schemas/`, default `../shared` beside the repository,
 as the tests use); this package is not shipped, and those schemas are not copied into it.
+Without that folder (a clone on its own) the 80 types get look-alike schemas made from the
+repository (`lookalike_schema`): the project's own schema where it has one, else the fields the
+`current` mapping table reads, typed as the project's schemas type a field of that name.
 
     python -m devtools.sample --output DIR --events N --seed S [--mapping current] [--deliberate-gaps]
 """
@@ -110,6 +113,7 @@ class SampleReport:
     root: str = ''            # the dataexport.<cluster>.GCS.integration.<id> folder
     other_events: int = 0     # events in other_files (never eligible)
     rejected: int = 0         # with `gaps`: events whose id is too long to send (not eligible)
+    lookalike: bool = False   # `current` types written with look-alike schemas (not Braze's)
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,47 @@ def load_schema(currents_type: str, mapping: str = CLASSIC) -> dict:
                          f'folder holding currents-schemas/)')
     with open(path) as fh:
         return json.load(fh)
+
+
+def _field_types() -> Dict[str, object]:
+    """Field name -> Avro type, as the project's own schemas (devtools/schemas/) type it."""
+    types: Dict[str, object] = {}
+    for path in sorted(SCHEMA_DIR.glob('*.avsc')):
+        with open(path) as fh:
+            for f in json.load(fh)['fields']:
+                types.setdefault(f['name'], f['type'])
+    return types
+
+
+def lookalike_schema(currents_type: str) -> dict:
+    """A writer schema for a `current` type without Braze's: the project's own copy for the
+    classic types, else the identity fields and every Avro field the `current` table reads
+    (typed as the project's schemas type that name; other fields nullable strings, a custom
+    event's `name` a string). Sample data only: Braze's real types may differ."""
+    own = SCHEMA_DIR / f'{currents_type}.avsc'
+    if own.is_file():
+        with open(own) as fh:
+            return json.load(fh)
+    from transforms.profiles import CURRENT_EVENTS
+    spec = next(s for s in CURRENT_EVENTS if s.currents_type == currents_type)
+    types = _field_types()
+    fields = [{'name': 'id', 'type': 'string'}, {'name': 'user_id', 'type': 'string'},
+              {'name': 'external_user_id', 'type': ['null', 'string'], 'default': None},
+              {'name': 'time', 'type': 'int'}]
+    if spec.segment_event is None:
+        fields.append({'name': 'name', 'type': 'string'})
+    named = {f['name'] for f in fields}
+    for _, avro_field in spec.context + spec.properties:
+        if avro_field in named or avro_field in spec.absent_from_writer_schema:
+            continue
+        named.add(avro_field)
+        ftype = types.get(avro_field, ['null', 'string'])
+        fields.append({'name': avro_field, 'type': ftype, 'default': None}
+                      if _is_optional(ftype) else {'name': avro_field, 'type': ftype})
+    namespace, name = currents_type.rsplit('.', 1)
+    return {'type': 'record', 'name': name, 'namespace': f'dataexport.S3.inner.{namespace}',
+            'doc': f'currents-to-segment look-alike of {currents_type} (sample data only)',
+            'fields': fields}
 
 
 def _other_schema(currents_type: str) -> dict:
@@ -612,13 +657,16 @@ def generate(output_dir, events: int = 10000, seed: int = 0, start_hour: str = '
              events_per_file: int = 5000, other_type_files: int = 2,
              old_layout_fraction: float = 0.25, mapping: str = CLASSIC,
              codecs: Optional[Sequence[str]] = None,
-             gaps: Optional[SampleGaps] = None) -> SampleReport:
+             gaps: Optional[SampleGaps] = None,
+             lookalike: Optional[bool] = None) -> SampleReport:
     """Write a sample Currents export under `<output_dir>/currents/` and describe it.
 
     `mapping` picks the event types (and writer schemas) of that mapping profile. Existing files
     are overwritten, others left alone: use a fresh directory so the report matches everything
     the pipeline will read. `codecs` (e.g. ('null', 'deflate', 'snappy')) mixes codecs, file by
     file in turn, instead of one `codec` for every file; the records are the same.
+    `lookalike` (current only): True, the repository's look-alike schemas; False, Braze's
+    (an error without them); None, Braze's where found, else look-alike ones.
     """
     for c in (codecs or (codec,)):
         _validate(events, hours, no_external_fraction, c, events_per_file, other_type_files,
@@ -626,9 +674,12 @@ def generate(output_dir, events: int = 10000, seed: int = 0, start_hour: str = '
     file_codecs = tuple(codecs) if codecs else (codec,)
     if mapping not in PROFILES:
         raise ValueError(f'mapping must be one of {", ".join(PROFILES)}, got {mapping!r}')
-    if mapping == CURRENT and not shared_schema_dir().is_dir():
+    if lookalike is None:
+        lookalike = not shared_schema_dir().is_dir()
+    if mapping == CURRENT and not lookalike and not shared_schema_dir().is_dir():
         raise ValueError(f'Braze writer schemas not found at {shared_schema_dir()} (set '
                          f'CURRENTS_SHARED to the folder holding currents-schemas/)')
+    lookalike = lookalike and mapping == CURRENT
     start = parse_hour(start_hour)
     rng = random.Random(seed)
     pools = _Pools(rng)
@@ -667,7 +718,7 @@ def generate(output_dir, events: int = 10000, seed: int = 0, start_hour: str = '
     offsets: Dict[Tuple[str, int], int] = {}
     users = _make_users(rng, pools, max(50, min(events // 4, 200_000)), no_external_fraction)
     n_users = len(users)
-    report = SampleReport(root=str(root))
+    report = SampleReport(root=str(root), lookalike=lookalike)
     report.by_type = {t: {'events': 0, 'eligible': 0} for t in types}
     eligible_ids = report.eligible_ids
     getrandbits, randrange, rand = rng.getrandbits, rng.randrange, rng.random
@@ -697,7 +748,7 @@ def generate(output_dir, events: int = 10000, seed: int = 0, start_hour: str = '
     parsed: Dict[str, dict] = {}
     for idx, (t, h, n) in enumerate(plan):
         if t not in templates:
-            schema = load_schema(t, mapping)
+            schema = lookalike_schema(t) if lookalike else load_schema(t, mapping)
             parsed[t] = fastavro.parse_schema(schema)
             templates[t] = _Templates(pools, t, schema)
         items = templates[t].items
@@ -806,7 +857,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                              'rejected')
     parser.add_argument('--mapping', default=CLASSIC, choices=PROFILES,
                         help='event types of this mapping profile: classic (34, default) or '
-                             'current (80, with Braze\'s writer schemas from $CURRENTS_SHARED)')
+                             'current (80, with Braze\'s writer schemas from $CURRENTS_SHARED, '
+                             'else look-alike ones made from the repository)')
     args = parser.parse_args(argv)
     try:
         report = generate(args.output, events=args.events, seed=args.seed, start_hour=args.start_hour,
@@ -820,6 +872,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     except OSError as exc:
         print(f'{parser.prog}: error: cannot write {args.output}: {exc.strerror or exc}', file=sys.stderr)
         return 1
+    if report.lookalike:
+        print(f'{parser.prog}: Braze writer schemas not found at {shared_schema_dir()}: the '
+              f'current types use look-alike schemas made from the repository (set '
+              f'CURRENTS_SHARED to the folder holding currents-schemas/ for Braze\'s own)',
+              file=sys.stderr)
     print(f'files={len(report.files)} other_files={len(report.other_files)} events={report.events} '
           f'eligible={report.eligible} root={report.root}'
           + (f' rejected={report.rejected}' if args.deliberate_gaps else ''))

@@ -5,6 +5,8 @@ ends the same way: one line on stderr and an exit status a scheduler can act on 
 status").
 """
 import contextlib
+import json
+import logging
 import os
 import re
 import shlex
@@ -88,12 +90,14 @@ class Console:
     """Where the one-line answers and progress go (stderr), and the run's log file if any.
 
     From the command line, Beam's and gRPC's own log and tracebacks go to the log file
-    (see `main`); an error line names it when it holds anything.
+    (see `main`); an error line names it when it holds anything. `replay_options` are what
+    the exit-4 line's replay command repeats of this run (`replay_options`).
     """
 
     def __init__(self, stream=None, log_path: Optional[str] = None):
         self._stream = stream
         self.log_path = log_path
+        self.replay_options: Tuple[str, ...] = ()
 
     @property
     def stream(self):
@@ -118,6 +122,9 @@ def check_rejects_writable(rejects: str) -> None:
     """A local --rejects must be writable before anything is sent (else one line, exit 2)."""
     if '://' in rejects:
         return
+    if os.path.exists(rejects) and not os.path.isdir(rejects):
+        raise UsageError(f'--rejects {rejects} is a file: give a folder (the run writes '
+                         f'rejects-*.jsonl and its records in it)')
     try:
         os.makedirs(rejects, exist_ok=True)
         probe = tempfile.NamedTemporaryFile(dir=rejects, prefix='.write-check-')
@@ -126,8 +133,65 @@ def check_rejects_writable(rejects: str) -> None:
         raise UsageError(f'cannot write to --rejects {rejects}: '
                          f'{exc.strerror or type(exc).__name__}') from None
 
+def check_summary_writable(path: Optional[str]) -> None:
+    """A local --summary_output must be writable before anything is sent (else one line, exit 2):
+    not a folder, its folder creatable, the file (if there) and its folder writable."""
+    if not path or '://' in path:
+        return
+    if os.path.isdir(path):
+        raise UsageError(f'--summary_output {path} is a folder: give a file name')
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        if os.path.exists(path):
+            if not os.access(path, os.W_OK):
+                raise PermissionError(13, 'Permission denied')
+        else:
+            tempfile.NamedTemporaryFile(dir=folder, prefix='.write-check-').close()
+    except OSError as exc:
+        raise UsageError(f'cannot write --summary_output {path}: '
+                         f'{exc.strerror or type(exc).__name__}') from None
+
+
+def replay_options(settings) -> Tuple[str, ...]:
+    """What a replay must repeat to send where and how this run sent: destination, messageId
+    prefix, mapping, throttle, body options. Never the key (a secret's name at most)."""
+    from transforms.segment_client import EU_ENDPOINT, US_ENDPOINT
+    args = []
+    if settings.endpoint == EU_ENDPOINT:
+        args += ['--segment_region', 'eu']
+    elif settings.endpoint and settings.endpoint != US_ENDPOINT:
+        args += ['--segment_endpoint', settings.endpoint]
+    if settings.key_source.secret_name:
+        args += ['--segment_write_key_secret', settings.key_source.secret_name]
+    if settings.message_id_prefix:
+        args += ['--message_id_prefix', settings.message_id_prefix]
+    if settings.mapping != 'classic':
+        args += ['--mapping', settings.mapping]
+    if settings.include_anonymous:
+        args.append('--include_anonymous')
+    if settings.integrations is not None:
+        args += ['--integrations', json.dumps(settings.integrations, separators=(',', ':'))]
+    if settings.max_events_per_second > 0:
+        args += ['--max_events_per_second', f'{settings.max_events_per_second:g}']
+    for flag, on in (('--segment_gzip', settings.use_gzip),
+                     ('--segment_sent_at', settings.segment_sent_at),
+                     ('--use_env_proxy', settings.use_env_proxy)):
+        if on:
+            args.append(flag)
+    return tuple(args)
+
+
+def replay_command(rejects: str, reasons, options=()) -> str:
+    """The replay command line, shell-quoted, to run as printed."""
+    return ' '.join(shlex.quote(part) for part in (
+        PROG, 'replay', '--rejects', rejects, '--reasons', ','.join(sorted(reasons)),
+        *options))
+
+
 def exit_decision(d: dict, balanced: bool, rejects: str, signum: Optional[int] = None,
-                  files_not_started: int = 0) -> Tuple[int, Optional[str]]:
+                  files_not_started: int = 0,
+                  options: Tuple[str, ...] = ()) -> Tuple[int, Optional[str]]:
     """The exit status a scheduler acts on, and the last line that explains it (pure)."""
     if signum is not None:
         name = SIGNAL_NAMES.get(signum, str(signum))
@@ -142,12 +206,11 @@ def exit_decision(d: dict, balanced: bool, rejects: str, signum: Optional[int] =
     delivery = {r: n for r, n in d['rejected_by_reason'].items() if r in DELIVERY_REASONS and n}
     if delivery:
         total = sum(delivery.values())
-        reasons = ','.join(sorted(delivery))
         return EXIT_DELIVERY_REJECTS, (
             f'{total:,} events were rejected for delivery ('
             + ', '.join(f'{r} {n:,}' for r, n in sorted(delivery.items()))
             + f'); once the cause is fixed, re-send them with: '
-              f'{PROG} replay --rejects {shlex.quote(rejects)} --reasons {reasons}')
+              f'{replay_command(rejects, delivery, options)}')
     return EXIT_OK, None
 
 def check_report_output(settings, options: PipelineOptions) -> None:
@@ -177,23 +240,41 @@ def write_report_file(summary: Summary, report: str) -> bool:
           + ')', file=_console.stream, flush=True)
     return True
 
-def finish(summary: Summary, summary_output: Optional[str], rejects: str = '',
-           signum: Optional[int] = None, files_not_started: int = 0,
-           report: Optional[str] = None) -> int:
-    """Writes --summary_output and --report and turns the summary into the exit status and
-    its last line (a report that could not be written fails a run that would pass)."""
-    if summary_output:
+def write_summary(summary: Summary, summary_output: Optional[str]) -> bool:
+    """Writes --summary_output; a failure (checked writable at the start) is one line naming
+    the log, and False."""
+    if not summary_output:
+        return True
+    try:
         with FileSystems.create(summary_output) as f:
             f.write(summary.to_json().encode('utf-8'))
-    code, line = exit_decision(summary.as_dict(), summary.balanced, rejects, signum,
-                               files_not_started)
-    if report and not write_report_file(summary, report) and code == EXIT_OK:
-        code = EXIT_FAILED
+        return True
+    except Exception as exc:  # noqa: BLE001 - any store's error: one line, details in the log
+        logging.getLogger(__name__).error('writing --summary_output failed', exc_info=True)
+        error(f'cannot write --summary_output {summary_output}: {type(exc).__name__}: '
+              f'{one_line(exc, 200)}', note=True)
+        return False
+
+def answer(code: int, line: Optional[str]) -> int:
+    """The last line: an error line for a failure, else the line as it is."""
     if code == EXIT_FAILED and line:
         error(line)
     elif line:
         print(f'{PROG}: {line}', file=_console.stream, flush=True)
     return code
+
+def finish(summary: Summary, summary_output: Optional[str], rejects: str = '',
+           signum: Optional[int] = None, files_not_started: int = 0,
+           report: Optional[str] = None) -> int:
+    """Writes --summary_output and --report and turns the summary into the exit status and
+    its last line (a report that could not be written fails a run that would pass)."""
+    if not write_summary(summary, summary_output):
+        return EXIT_FAILED
+    code, line = exit_decision(summary.as_dict(), summary.balanced, rejects, signum,
+                               files_not_started, _console.replay_options)
+    if report and not write_report_file(summary, report) and code == EXIT_OK:
+        code = EXIT_FAILED
+    return answer(code, line)
 
 
 USAGE_ERRORS = (UsageError, WriteKeyMissing)

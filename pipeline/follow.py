@@ -80,7 +80,7 @@ def settled(files, stamps, now: float, seconds: float = SETTLE_SECONDS):
 
 
 def follow(settings, options, argv, out) -> int:
-    from pipeline.local_runner import WarmWorkersRunner, start_warm_workers
+    from pipeline.local_runner import start_warm_workers, worker_runner
     if is_dataflow(options):
         raise UsageError('--follow runs locally; on Dataflow launch --since_last_run on a '
                          'schedule (README, "Keeping Segment fed")')
@@ -95,7 +95,7 @@ def follow(settings, options, argv, out) -> int:
         if not go:
             return EXIT_OK
         workers = start_warm_workers(options, settings.fresh_worker_processes)
-        runner = WarmWorkersRunner(workers) if workers else None
+        runner = worker_runner(options, workers)
         if lock is not None:
             lock.start_renewing()
         print(f'follow: sending new files of {pattern} every {settings.poll_seconds:g} s '

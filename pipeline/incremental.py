@@ -178,7 +178,7 @@ def lag_text(files, now: Optional[float] = None) -> str:
 
 
 def since_last_run(settings, options, argv, out) -> int:
-    from pipeline.local_runner import (WarmWorkersRunner, local_parallelism,
+    from pipeline.local_runner import (local_parallelism, worker_runner,
                                        start_warm_workers, uses_worker_processes,
                                        worker_processes)
     started = time.monotonic()
@@ -233,7 +233,7 @@ def since_last_run(settings, options, argv, out) -> int:
         if lock is not None and not detached:
             lock.start_renewing()
         code = run_waves(settings, options, listing, waves, detached, out,
-                         WarmWorkersRunner(workers) if workers else None,
+                         worker_runner(options, workers),
                          window=window.update(listing))
         if code == EXIT_OK and lock is not None and detached \
                 and not options.view_as(TestOptions).dry_run:

@@ -8,7 +8,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.transforms.environments import SubprocessSDKEnvironment
 
-from pipeline.local_workers import WarmWorkers
+from pipeline.local_workers import WarmWorkers, cold_command
 
 # Warm (forked) worker processes are ready in milliseconds, cold ones in ~2.7 s; two of them
 # roughly halve the per-event time on 2 cores. One process and two warm workers break even at
@@ -82,17 +82,17 @@ class _KeepEnvironmentFilter(logging.Filter):
 _FN_RUNNER_LOGGER = logging.getLogger('apache_beam.runners.portability.fn_api_runner.fn_runner')
 
 
-class WarmWorkersRunner(FnApiRunner):
-    """FnApiRunner whose worker processes are forked by a WarmWorkers zygote.
+class WorkerCommandRunner(FnApiRunner):
+    """FnApiRunner whose worker processes are started by this command (Beam's per worker).
 
     FnApiRunner replaces the default environment with its own cold-start command when the
     running mode is multi_processing, so that mode is switched off for the runner only; the
     number of workers (direct_num_workers) and everything else stay Beam's.
     """
 
-    def __init__(self, workers: WarmWorkers):
+    def __init__(self, command: str):
         super().__init__(default_environment=SubprocessSDKEnvironment.from_command_string(
-            workers.command()))
+            command))
 
     def run_pipeline(self, pipeline, options):
         direct = options.view_as(DirectOptions)
@@ -104,3 +104,21 @@ class WarmWorkersRunner(FnApiRunner):
         finally:
             _FN_RUNNER_LOGGER.removeFilter(quiet)
             direct.direct_running_mode = mode
+
+
+class WarmWorkersRunner(WorkerCommandRunner):
+    """Worker processes forked by a WarmWorkers zygote."""
+
+    def __init__(self, workers: WarmWorkers):
+        super().__init__(workers.command())
+
+
+def worker_runner(options: PipelineOptions,
+                  workers: Optional[WarmWorkers]) -> Optional[FnApiRunner]:
+    """The runner of a local run with worker processes: forked warm by `workers`, else cold
+    ones as Beam starts them, but deaf to Ctrl-C (local_workers.cold); None in one process."""
+    if workers:
+        return WarmWorkersRunner(workers)
+    if uses_worker_processes(options):
+        return WorkerCommandRunner(cold_command())
+    return None

@@ -305,7 +305,7 @@ def attach(socket_path: str) -> int:
     except OSError as exc:   # no zygote: be the cold worker Beam would have started
         print(f'warm worker: launcher unreachable ({exc}); starting a fresh worker',
               file=sys.stderr, flush=True)
-        os.execv(sys.executable, [sys.executable, '-m', COLD_WORKER_MODULE])
+        cold()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # closing conn kills the worker
     conn.sendall(json.dumps(dict(os.environ)).encode('utf-8') + b'\n')
     reply = conn.makefile('rb').readline().strip()
@@ -316,8 +316,26 @@ def attach(socket_path: str) -> int:
         return 1
 
 
+def cold() -> None:
+    """Become the cold worker Beam would have started, deaf to Ctrl-C as a warm one is.
+
+    A terminal's Ctrl-C reaches the whole process group; a worker it killed would leave the
+    launcher waiting on Beam for a worker that never answers. Ignoring SIGINT survives exec.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.execv(sys.executable, [sys.executable, '-m', COLD_WORKER_MODULE])
+
+
+def cold_command() -> str:
+    """The shell command Beam runs per cold worker (`--fresh_worker_processes`, or no fork)."""
+    return 'exec ' + ' '.join(shlex.quote(part) for part in (
+        sys.executable, '-S', os.path.abspath(__file__), 'cold'))
+
+
 if __name__ == '__main__':
     if len(sys.argv) == 3 and sys.argv[1] == 'attach':
         sys.exit(attach(sys.argv[2]))
-    print(f'usage: {os.path.basename(sys.argv[0])} attach SOCKET', file=sys.stderr)
+    if sys.argv[1:] == ['cold']:
+        cold()
+    print(f'usage: {os.path.basename(sys.argv[0])} attach SOCKET | cold', file=sys.stderr)
     sys.exit(2)

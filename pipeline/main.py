@@ -14,14 +14,16 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline.builder import is_dataflow
 from pipeline.cli import (EXIT_FAILED, EXIT_OK, EXIT_SEGMENT_CONFIG, EXIT_SIGNAL_BASE,
                           EXIT_USAGE, PROG, USAGE_ERRORS, Console, check_rejects_writable,
-                          check_report_output, check_sending_setup, error, finish,
-                          honour_no_auth, usage_error, using_console)
+                          check_report_output, check_sending_setup, check_summary_writable,
+                          current_console, error, finish, honour_no_auth, replay_options,
+                          usage_error, using_console)
 from pipeline.hardening import harden_process
 from pipeline.ledger import fold_pieces, load_window_records
 from pipeline.listing import DONE, Skip, input_pattern, list_input
-from pipeline.local_runner import (WarmWorkersRunner, local_parallelism, local_runner_options,
+from pipeline.local_runner import (local_parallelism, local_runner_options, worker_runner,
                                    start_warm_workers, uses_worker_processes, worker_processes)
-from pipeline.options import CurrentsToSegmentOptions, check_argv, settings_from
+from pipeline.options import (CurrentsToSegmentOptions, DefaultsHelpFormatter, add_options,
+                              check_argv, settings_from)
 from pipeline.paths import UsageError, hour_from_path
 from pipeline.plan import make_plan, plan_text, skip_reasons
 from pipeline.resume import completed_partitions
@@ -33,7 +35,9 @@ from pipeline.waves import make_waves, unit_waves, wave_size
 
 def print_help(out) -> None:
     parser = argparse.ArgumentParser(
-        prog=PROG, description='Backfill Braze Currents Avro exports into Segment as track calls.',
+        prog=PROG, usage=f'{PROG} --input PATH --rejects DIR [options] [Beam options]',
+        formatter_class=DefaultsHelpFormatter,
+        description='Backfill Braze Currents Avro exports into Segment as track calls.',
         epilog='Beam options (--runner, --direct_num_workers, --project, ...) pass through; any '
                'other unknown option is refused. The write key comes from SEGMENT_WRITE_KEY or '
                '--segment_write_key_secret. Exit status: 0 done; 4 done but events rejected '
@@ -42,7 +46,7 @@ def print_help(out) -> None:
                f'Re-send rejects with: {PROG} replay --rejects DIR [--reasons r1,r2] [options] '
                f'(see {PROG} replay --help). Draw the report of an earlier run with: {PROG} '
                f'report --summary S.json --out FILE.html.')
-    CurrentsToSegmentOptions._add_argparse_args(parser)
+    add_options(parser)
     parser.print_help(out)
 
 def undated_files(listing, selector) -> int:
@@ -164,6 +168,9 @@ def _run(argv, out) -> int:
         honour_no_auth(options)
         prepare_stores(settings, options, is_dataflow(options))
         check_report_output(settings, options)
+        if not settings.plan:
+            check_summary_writable(settings.summary_output)
+        current_console().replay_options = replay_options(settings)
         if settings.follow:
             from pipeline.follow import follow
             return follow(settings, options, argv, out)
@@ -203,7 +210,7 @@ def _run(argv, out) -> int:
               f'{"forked warm from this one" if workers else "each started fresh"}', file=out)
     try:
         return run_waves(settings, options, listing, waves, detached, out,
-                         WarmWorkersRunner(workers) if workers else None, undated, workers)
+                         worker_runner(options, workers), undated, workers)
     finally:
         if workers:
             workers.close()

@@ -9,10 +9,12 @@ from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from transforms.profiles import CLASSIC, PROFILES, currents_types, resolve_event_types
+from transforms.profiles import (CLASSIC, PROFILES, currents_types, resolve_event_types,
+                                 row_names)
 from pipeline.paths import FileSelector, UsageError, parse_hour
 from pipeline.endpoint import endpoint_for
 from transforms.credentials import StoreCredentials
+from transforms.mapping import MAX_MESSAGE_ID_CHARS
 from transforms.secrets import ACCEPTED_FORMS, store_of
 from transforms.write_key import WriteKeySource
 
@@ -29,87 +31,184 @@ SECRET_FORMS_HELP = ('projects/P/secrets/S/versions/V (Secret Manager), '
                      'https://VAULT.vault.azure.net/secrets/NAME[/VERSION] (Key Vault)')
 
 
+# The help's groups, in the order of the README's options table.
+INPUT, SEGMENT, DELIVERY, INCREMENTAL, DATAFLOW, OUTPUT = (
+    'input', 'Segment', 'delivery', 'resume and incremental', 'Dataflow', 'output')
+GROUPS = {
+    INPUT: 'What is read.',
+    SEGMENT: 'What each event becomes and where it goes.',
+    DELIVERY: 'How fast and how hard sending tries.',
+    INCREMENTAL: 'Long backfills and keeping Segment fed.',
+    DATAFLOW: 'Production runs on Google Cloud Dataflow.',
+    OUTPUT: 'What the run writes and shows.',
+}
+# The longest Currents `id`: Braze ids are 24-hex ObjectIds or UUIDs, 36 characters in their
+# canonical form (every Braze sample file's `id`); a prefix leaves room for it in a messageId.
+LONGEST_CURRENTS_ID = 36
+
+
+def _flag(help_text: str) -> dict:
+    """An on/off option, off by default."""
+    return dict(action='store_true', default=False, help=help_text)
+
+
+def _option_table():
+    """(group, flag, argparse keywords) of every option, in help order."""
+    return (
+        (INPUT, '--input', dict(
+            help='Currents export: prefix, folder, file or glob; local, gs://, '
+                 's3://BUCKET/PREFIX or azfs://ACCOUNT/CONTAINER/PREFIX')),
+        (INPUT, '--start', dict(help='First date= hour read, YYYY-MM-DD[-HH] UTC (inclusive)')),
+        (INPUT, '--end', dict(help='Date= hour where reading stops, YYYY-MM-DD[-HH] UTC '
+                                   '(exclusive)')),
+        (INPUT, '--event_types', dict(
+            help='Comma-separated Segment event names or Currents types to read (names of '
+                 'the --mapping profile; default: all of them)')),
+        (INPUT, '--skip_files', dict(
+            help='Comma-separated paths (as listed) not to read: each becomes one '
+                 'unreadable_file reject, so a run (with --resume) gets past a file a worker '
+                 'died on')),
+        (SEGMENT, '--mapping', dict(
+            default=CLASSIC, metavar='{' + ','.join(PROFILES) + '}',
+            help='Mapping profile: classic (the 34 events of the "Segment for Currents" '
+                 'document) or current (the 80 types Braze\'s connector sends today)')),
+        (SEGMENT, '--include_anonymous', _flag(
+            'Send events without external_user_id with anonymousId only (default: drop '
+            'them)')),
+        (SEGMENT, '--message_id_prefix', dict(
+            default='', help=f'Prefix for every messageId (e.g. dev-), at most '
+                             f'{MAX_MESSAGE_ID_CHARS - LONGEST_CURRENTS_ID} characters')),
+        (SEGMENT, '--integrations', dict(
+            help='JSON object sent as each message\'s `integrations`')),
+        (SEGMENT, '--segment_region', dict(default='us', choices=('us', 'eu'),
+                                           help='Segment region')),
+        (SEGMENT, '--segment_endpoint', dict(help='Override the batch endpoint URL')),
+        (SEGMENT, '--segment_write_key_secret', dict(
+            help=f'Secret holding the write key, read by the sending workers (default: '
+                 f'SEGMENT_WRITE_KEY): {SECRET_FORMS_HELP}')),
+        (SEGMENT, '--segment_sent_at', _flag(
+            'Put "sentAt" (the time of each attempt) in request bodies; off by default '
+            'because Segment may then recompute historical timestamps')),
+        (DELIVERY, '--segment_gzip', _flag('gzip request bodies')),
+        (DELIVERY, '--segment_timeout', dict(type=float, default=30.0,
+                                             help='Seconds per HTTP request')),
+        (DELIVERY, '--max_retry_seconds', dict(
+            type=float, default=600.0,
+            help='Retry budget per batch before its messages become retries_exhausted '
+                 'rejects')),
+        (DELIVERY, '--max_events_per_second', dict(
+            type=float, default=0.0,
+            help='Aggregate send rate of the run (0 = unthrottled)')),
+        (DELIVERY, '--max_in_flight', dict(type=int, default=4,
+                                           help='Concurrent requests per sending worker')),
+        (DELIVERY, '--use_env_proxy', _flag(
+            'Send through the HTTPS_PROXY of the environment (https endpoints only); '
+            'by default no proxy, netrc or CA setting is taken from the environment')),
+        (DELIVERY, '--fresh_worker_processes', _flag(
+            'Local worker processes: start each cold, as Beam does, instead of forking '
+            'warm ones from this process (Linux)')),
+        (INCREMENTAL, '--resume', _flag(
+            'Skip input partitions that earlier runs with the same --rejects completed')),
+        (INCREMENTAL, '--wave_hours', dict(
+            type=int, default=None,
+            help='Run the input in waves of this many date= hours, each recorded for --resume '
+                 'when it completes (0 = one wave; default: waves by --wave_mb locally, one '
+                 'job on Dataflow)')),
+        (INCREMENTAL, '--wave_mb', dict(
+            type=float, default=None,
+            help='Local default: waves of whole date= hours holding at least this many MiB of '
+                 'input (or 25,000 files) each (default 512, about a million events; 0 = one '
+                 'wave)')),
+        (INCREMENTAL, '--since_last_run', _flag(
+            'Send only the input files not delivered by earlier runs with the same '
+            '--rejects (new or changed since); safe to start from a scheduler')),
+        (INCREMENTAL, '--lookback_hours', dict(
+            type=int, default=DEFAULT_LOOKBACK_HOURS,
+            help='With --since_last_run/--follow: look again at the date= hours from the '
+                 'newest one the last pass listed minus this many (Braze writes an hour\'s '
+                 'files during and just after it); 0 = the whole input, for an occasional '
+                 'sweep')),
+        (INCREMENTAL, '--follow', _flag(
+            'Local: keep sending new input files every --poll_seconds until '
+            'SIGINT/SIGTERM')),
+        (INCREMENTAL, '--poll_seconds', dict(
+            type=float, default=60.0,
+            help='With --follow: seconds between two looks at the input')),
+        (DATAFLOW, '--wait', _flag(
+            'On Dataflow, wait for the job(s) and print the summary (default: submit, '
+            'return)')),
+        (DATAFLOW, '--aws_credentials_secret', dict(
+            help=f'Secret holding the AWS access key pair for s3:// paths (JSON or the AWS '
+                 f'console CSV): {SECRET_FORMS_HELP}')),
+        (DATAFLOW, '--azure_connection_string_secret', dict(
+            help=f'Secret holding the Azure Storage connection string for azfs:// paths: '
+                 f'{SECRET_FORMS_HELP}')),
+        (OUTPUT, '--rejects', dict(
+            help='Folder (local, gs://, s3:// or azfs://) for rejects JSON Lines')),
+        (OUTPUT, '--summary_output', dict(help='Write the run summary as JSON to this file')),
+        (OUTPUT, '--report', dict(
+            help='Write the run report to this HTML file: coverage by date= hour and event '
+                 'type with its gaps, totals, rejects, request outcomes')),
+        (OUTPUT, '--dry_run_output', dict(
+            help='Write the request bodies to this folder; send nothing')),
+        (OUTPUT, '--plan', _flag(
+            'Print what the run would read and how long sending would take; do nothing')),
+        (OUTPUT, '--progress_seconds', dict(
+            type=float, default=DEFAULT_PROGRESS_SECONDS,
+            help='Print a progress line on stderr every this many seconds (0 = never)')),
+        (OUTPUT, '--verbose', _flag(
+            "Show Beam's and gRPC's own log and tracebacks on stderr instead of a log "
+            "file")),
+    )
+
+
+OPTIONS = _option_table()
+# What `replay` takes of them (README, "Replay"): where and how the events go, how kept
+# records are mapped again, and what it writes. Anything else of a run is refused there.
+REPLAY_OPTIONS = frozenset({
+    '--input', '--rejects', '--summary_output', '--dry_run_output', '--verbose',
+    '--mapping', '--include_anonymous', '--message_id_prefix', '--integrations',
+    '--segment_region', '--segment_endpoint', '--segment_write_key_secret', '--segment_sent_at',
+    '--segment_gzip', '--segment_timeout', '--max_retry_seconds', '--max_events_per_second',
+    '--max_in_flight', '--use_env_proxy', '--aws_credentials_secret',
+    '--azure_connection_string_secret'})
+
+
+def add_options(parser, only=None, help_overrides=None) -> None:
+    """This tool's options on `parser`, in their help groups (groups change no parsing).
+
+    `only`: the flags to add (replay's); `help_overrides`: flag -> help text for that use.
+    """
+    groups = {}
+    for group, flag, keywords in OPTIONS:
+        if only is not None and flag not in only:
+            continue
+        if group not in groups:
+            groups[group] = parser.add_argument_group(group, GROUPS[group])
+        if help_overrides and flag in help_overrides:
+            keywords = dict(keywords, help=help_overrides[flag])
+        groups[group].add_argument(flag, **keywords)
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Every option with a default shows it, unless its help already says what it is."""
+
+    def _get_help_string(self, action):
+        text, default = action.help or '', action.default
+        if default is None or default is False or default in ('', argparse.SUPPRESS) \
+                or 'default' in text:
+            return text
+        if isinstance(default, float) and default.is_integer():
+            default = int(default)
+        return f'{text} (default: {default})'
+
+
 class CurrentsToSegmentOptions(PipelineOptions):
     """Options of currents-to-segment; Beam's own options (--runner, ...) pass through."""
 
     @classmethod
     def _add_argparse_args(cls, parser):
-        a = parser.add_argument
-        a('--input', help='Currents export: prefix, folder, file or glob; local, gs://, '
-                          's3://BUCKET/PREFIX or azfs://ACCOUNT/CONTAINER/PREFIX')
-        a('--rejects', help='Folder (local, gs://, s3:// or azfs://) for rejects JSON Lines')
-        a('--start', help='First date= hour read, YYYY-MM-DD[-HH] UTC (inclusive)')
-        a('--end', help='Date= hour where reading stops, YYYY-MM-DD[-HH] UTC (exclusive)')
-        a('--event_types', help='Comma-separated Segment event names or Currents types to read '
-                                '(names of the --mapping profile)')
-        a('--mapping', default=CLASSIC,
-          help='Mapping profile: classic (the 34 events of the "Segment for Currents" document, '
-               'default) or current (the 80 types Braze\'s connector sends today)')
-        a('--include_anonymous', action='store_true', default=False,
-          help='Send events without external_user_id with anonymousId only (default: drop them)')
-        a('--message_id_prefix', default='', help='Prefix for every messageId (e.g. dev-)')
-        a('--dry_run_output', help='Write the request bodies to this folder; send nothing')
-        a('--summary_output', help='Write the run summary as JSON to this file')
-        a('--report', help='Write the run report to this HTML file: coverage by date= hour and '
-                           'event type with its gaps, totals, rejects, request outcomes')
-        a('--segment_region', default='us', choices=('us', 'eu'), help='Segment region')
-        a('--segment_endpoint', help='Override the batch endpoint URL')
-        a('--segment_gzip', action='store_true', default=False, help='gzip request bodies')
-        a('--segment_timeout', type=float, default=30.0, help='Seconds per HTTP request')
-        a('--max_retry_seconds', type=float, default=600.0,
-          help='Retry budget per batch before its messages become retries_exhausted rejects')
-        a('--max_events_per_second', type=float, default=0.0,
-          help='Aggregate send rate of the run (0 = unthrottled)')
-        a('--max_in_flight', type=int, default=4, help='Concurrent requests per sending worker')
-        a('--integrations', help='JSON object sent as each message\'s `integrations`')
-        a('--segment_write_key_secret',
-          help=f'Secret holding the write key, read by the sending workers: {SECRET_FORMS_HELP}')
-        a('--aws_credentials_secret',
-          help=f'Secret holding the AWS access key pair for s3:// paths (JSON or the AWS '
-               f'console CSV): {SECRET_FORMS_HELP}')
-        a('--azure_connection_string_secret',
-          help=f'Secret holding the Azure Storage connection string for azfs:// paths: '
-               f'{SECRET_FORMS_HELP}')
-        a('--resume', action='store_true', default=False,
-          help='Skip input partitions that earlier runs with the same --rejects completed')
-        a('--plan', action='store_true', default=False,
-          help='Print what the run would read and how long sending would take; do nothing')
-        a('--wave_hours', type=int, default=None,
-          help='Run the input in waves of this many date= hours, each recorded for --resume '
-               'when it completes (0 = one wave; default: waves by --wave_mb locally, one job '
-               'on Dataflow)')
-        a('--wave_mb', type=float, default=None,
-          help='Local default: waves of whole date= hours holding at least this many MiB of '
-               'input (or 25,000 files) each (default 512, about a million events; 0 = one wave)')
-        a('--wait', action='store_true', default=False,
-          help='On Dataflow, wait for the job(s) and print the summary (default: submit, return)')
-        a('--use_env_proxy', action='store_true', default=False,
-          help='Send through the HTTPS_PROXY of the environment (https endpoints only); '
-               'by default no proxy, netrc or CA setting is taken from the environment')
-        a('--skip_files',
-          help='Comma-separated paths (as listed) not to read: each becomes one unreadable_file '
-               'reject, so a run (with --resume) gets past a file a worker died on')
-        a('--fresh_worker_processes', action='store_true', default=False,
-          help='Local worker processes: start each cold, as Beam does, instead of forking '
-               'warm ones from this process (Linux)')
-        a('--segment_sent_at', action='store_true', default=False,
-          help='Put "sentAt" (the time of each attempt) in request bodies; off by default '
-               'because Segment may then recompute historical timestamps')
-        a('--progress_seconds', type=float, default=DEFAULT_PROGRESS_SECONDS,
-          help='Print a progress line on stderr every this many seconds (0 = never)')
-        a('--verbose', action='store_true', default=False,
-          help="Show Beam's and gRPC's own log and tracebacks on stderr instead of a log file")
-        a('--since_last_run', action='store_true', default=False,
-          help='Send only the input files not delivered by earlier runs with the same '
-               '--rejects (new or changed since); safe to start from a scheduler')
-        a('--lookback_hours', type=int, default=DEFAULT_LOOKBACK_HOURS,
-          help='With --since_last_run/--follow: look again at the date= hours from the oldest '
-               'one not yet complete minus this many (Braze writes an hour\'s files during and '
-               'just after it; default 48); 0 = the whole input, for an occasional sweep')
-        a('--follow', action='store_true', default=False,
-          help='Local: keep sending new input files every --poll_seconds until SIGINT/SIGTERM')
-        a('--poll_seconds', type=float, default=60.0,
-          help='With --follow: seconds between two looks at the input (default 60)')
+        add_options(parser)
 
 
 class _RefusingParser(argparse.ArgumentParser):
@@ -260,13 +359,32 @@ def refuse_store_secrets(argv) -> None:
                                  '--azure_connection_string_secret')
 
 
-def settings_from(options: PipelineOptions, need_rejects: bool = True) -> RunSettings:
+def did_you_mean_event(profile: str, name: str) -> str:
+    """'; did you mean X?' for a misspelt --event_types name (difflib, as for options)."""
+    names = sorted(set(row_names(profile).values()) | set(row_names(profile)))
+    by_lower = {n.lower(): n for n in names}
+    found = difflib.get_close_matches(name.strip().lower(), list(by_lower), n=1, cutoff=0.75)
+    return f'; did you mean {by_lower[found[0]]!r}?' if found else ''
+
+
+def check_message_id_prefix(prefix: str) -> None:
+    """A prefix with which the longest Currents id still fits Segment's 100 characters."""
+    room = MAX_MESSAGE_ID_CHARS - LONGEST_CURRENTS_ID
+    if len(prefix) > room:
+        raise UsageError(f'--message_id_prefix has {len(prefix)} characters; with a '
+                         f'{LONGEST_CURRENTS_ID}-character Currents id (a UUID) the messageId '
+                         f'would pass Segment\'s {MAX_MESSAGE_ID_CHARS}: use at most {room}')
+
+
+def settings_from(options: PipelineOptions, need_rejects: bool = True,
+                  need_input: bool = True) -> RunSettings:
     """Checks the options; raises UsageError with a one-line reason.
 
     `need_rejects=False` (--plan): nothing is written, so no --rejects is needed.
+    `need_input=False` (replay): the rejects say what to send.
     """
     o = options.view_as(CurrentsToSegmentOptions)
-    if not o.input:
+    if not o.input and need_input:
         raise UsageError('--input is required (a Currents export folder, file or glob)')
     if not o.rejects and need_rejects:
         raise UsageError('--rejects is required (a folder for undeliverable events)')
@@ -285,7 +403,8 @@ def settings_from(options: PipelineOptions, need_rejects: bool = True) -> RunSet
             if not found:
                 others = [p for p in PROFILES if p != o.mapping
                           and resolve_event_types(p, name)]
-                hint = f'; it is a {others[0]} event (--mapping {others[0]})' if others else ''
+                hint = f'; it is a {others[0]} event (--mapping {others[0]})' if others else \
+                    did_you_mean_event(o.mapping, name)
                 raise UsageError(f'--event_types: unknown event {name.strip()!r} for --mapping '
                                  f'{o.mapping} (use a Segment event name or Currents type from '
                                  f'the README table){hint}')
@@ -307,6 +426,7 @@ def settings_from(options: PipelineOptions, need_rejects: bool = True) -> RunSet
             integrations = None
         if not isinstance(integrations, dict):
             raise UsageError('--integrations must be a JSON object, e.g. {"All": false}')
+    check_message_id_prefix(o.message_id_prefix or '')
     for flag, name in (('--segment_write_key_secret', o.segment_write_key_secret),
                        ('--aws_credentials_secret', o.aws_credentials_secret),
                        ('--azure_connection_string_secret', o.azure_connection_string_secret)):
@@ -339,7 +459,7 @@ def settings_from(options: PipelineOptions, need_rejects: bool = True) -> RunSet
     if o.wave_mb is not None and not o.wave_mb >= 0:
         raise UsageError('--wave_mb must be 0 (one wave) or positive')
     return RunSettings(
-        input=o.input, rejects=(o.rejects or '').rstrip('/'),
+        input=o.input or '', rejects=(o.rejects or '').rstrip('/'),
         selector=FileSelector(event_types, start, end),
         message_id_prefix=o.message_id_prefix or '', dry_run_output=o.dry_run_output,
         summary_output=o.summary_output, report=o.report, endpoint=endpoint, use_gzip=o.segment_gzip,

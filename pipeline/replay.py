@@ -1,44 +1,58 @@
 """`currents-to-segment replay`: re-send rejected events once the cause is fixed (CONTRACT §5).
 
 Rejects that kept the mapped `message` are sent as they are (same messageId, so nothing is
-double-counted); rejects that kept the original `record` are mapped again; `unreadable_file`
-rejects re-read their file. Whatever is rejected again lands in a new rejects folder.
+double-counted); rejects that kept the original `record` are mapped again with the profile the
+reject records; `unreadable_file` rejects re-read their file. Whatever is rejected again lands
+in a new rejects folder, each line as replayable as the first (same input, same profile).
 
 Replay accepts only what a run of this tool wrote (README, "Replay"): `track` messages of the
-known events in the shape the mapper makes them, records of the known event types (mapped
+known events in the shape the mapper makes them, records of the types of their profile (mapped
 again), and files under the input the original run recorded in the reject (or `--input`).
-Anything else is counted as not replayed, with a reason, and never sent or read.
+Anything else is counted as not replayed, with a reason, and never sent or read; the command
+then exits 4.
+
+Replay keeps a record of the reject lines it handled (sent, dropped or rejected again into its
+own folder) under `<rejects>/replayed/`, committed once its pipeline has finished, so replaying
+the same rejects again sends nothing.
 """
 import argparse
+import hashlib
 import json
+import logging
 import os
 import sys
-from typing import Dict, FrozenSet, List, NamedTuple, Optional
+from typing import Dict, FrozenSet, List, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.builder import deliver_step, is_dataflow, job_options
-from pipeline.cli import (EXIT_OK, USAGE_ERRORS, check_report_output, check_sending_setup,
-                          finish, run_failed, usage_error)
+import pipeline
+from pipeline.builder import is_dataflow, job_options, send_step
+from pipeline.cli import (EXIT_DELIVERY_REJECTS, EXIT_FAILED, EXIT_OK, PROG, USAGE_ERRORS,
+                          answer, check_rejects_writable, check_sending_setup,
+                          check_summary_writable, current_console, exit_decision, honour_no_auth,
+                          one_line, replay_options, run_failed, usage_error, write_summary)
 from pipeline.local_runner import local_runner_options
 from pipeline.stores import prepare_stores
-from pipeline.options import check_argv, settings_from
+from pipeline.options import (OPTIONS, REPLAY_OPTIONS, CurrentsToSegmentOptions,
+                              DefaultsHelpFormatter, add_options, check_argv, settings_from)
 from pipeline.paths import UsageError, is_glob
-from pipeline.summary import Summary
+from pipeline.summary import ALREADY_REPLAYED, NOT_REPLAYED, NOT_SELECTED, Summary
 from transforms import counts
-from transforms.deliver import EVENTS, MESSAGES
+from transforms.deliver import EVENTS, MESSAGES, DeliverToSegment
 from transforms.events import BY_CURRENTS_TYPE
 from transforms.mapping import serialize
 from transforms.model import (INVALID_RECORD, REASONS, UNREADABLE_FILE, CurrentsEvent,
                               Reject, SegmentMessage)
-from transforms.profiles import CURRENT_EVENTS
+from transforms.profiles import CURRENT_EVENTS, PROFILES, currents_types
 from pipeline.resume import input_identity
 from transforms.read import REJECTS, ReadCurrentsFileFn
 
-RECORDS, FILES = 'records', 'files'
-NOT_REPLAYED = 'not_replayed'
+RECORDS, FILES, HANDLED = 'records', 'files', 'handled'
+RECORD_FOLDER = 'replayed'
+# Every type some profile maps: a reject of any of them can be replayed.
+KNOWN_TYPES = frozenset(t for profile in PROFILES for t in currents_types(profile))
 _MESSAGE_KEYS = frozenset({'type', 'event', 'userId', 'anonymousId', 'messageId', 'timestamp',
                            'properties', 'context', 'integrations'})
 
@@ -143,18 +157,43 @@ def source_under(source, input_prefix: str) -> bool:
     return real == real_base or real.startswith(real_base.rstrip(os.sep) + os.sep)
 
 
-class ParseRejectFn(beam.DoFn):
-    """One rejects line → a message to resend, a record to re-map, or a file to re-read."""
+def line_key(line: str) -> str:
+    """A reject line's identity in the record of what replays handled (80 bits of BLAKE2b:
+    no two of even a billion lines collide in practice)."""
+    return hashlib.blake2b(line.encode('utf-8', 'surrogatepass'), digest_size=10).hexdigest()
 
-    def __init__(self, reasons, input_override: Optional[str] = None):
+
+Profile = Tuple[str, bool]   # (mapping profile, include_anonymous)
+
+
+class ParseRejectFn(beam.DoFn):
+    """One rejects line → a message to resend, a record to re-map, or a file to re-read.
+
+    Each line it turns into something to deliver (or into a reject of its own) is also output
+    as HANDLED, its key, for the record of what this replay did. `default_profile` maps what
+    records no profile (rejects of older versions).
+    """
+
+    def __init__(self, reasons, input_override: Optional[str] = None,
+                 default_profile: Profile = ('classic', False)):
         self.reasons = frozenset(reasons)
         self.input_override = input_override
+        self.default_profile = default_profile
 
     @staticmethod
     def _not_replayed(why: str):
         counts.counter(NOT_REPLAYED, why).inc()
 
+    def _profile(self, row) -> Optional[Profile]:
+        mapping = row.get('mapping')
+        if mapping is None:
+            return self.default_profile
+        if mapping not in PROFILES:
+            return None
+        return mapping, bool(row.get('include_anonymous'))
+
     def process(self, line: str):
+        handled = beam.pvalue.TaggedOutput(HANDLED, line_key(line))
         try:
             row = json.loads(line)
             reason, event_type = row['reason'], row.get('event_type')
@@ -163,14 +202,21 @@ class ParseRejectFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(REJECTS, Reject(
                 INVALID_RECORD, None, 'rejects file', f'unparseable rejects line: {exc}',
                 record={'line': line[:10000]}))
+            yield handled
+            return
+        if not isinstance(reason, str) or reason not in REASONS:
+            self._not_replayed('unknown reason')
             return
         if reason not in self.reasons:
-            self._not_replayed(f'{reason} (reason not selected)' if isinstance(reason, str)
-                               else 'no reason')
+            counts.counter(NOT_SELECTED, reason).inc()
             return
-        if event_type not in BY_CURRENTS_TYPE and not (reason == UNREADABLE_FILE
-                                                       and event_type is None):
+        if event_type not in KNOWN_TYPES and not (reason == UNREADABLE_FILE
+                                                  and event_type is None):
             self._not_replayed('unknown event type')
+            return
+        profile = self._profile(row)
+        if profile is None:
+            self._not_replayed('unknown mapping profile')
             return
         source = row.get('source') or ''
         if reason == UNREADABLE_FILE:
@@ -180,7 +226,8 @@ class ParseRejectFn(beam.DoFn):
             elif not source_under(source, prefix):
                 self._not_replayed('file outside the input it was read from')
             else:
-                yield beam.pvalue.TaggedOutput(FILES, (source, event_type))
+                yield beam.pvalue.TaggedOutput(FILES, (source, event_type, profile, prefix))
+                yield handled
             return
         message, record = row.get('message'), row.get('record')
         if message is not None:
@@ -188,23 +235,84 @@ class ParseRejectFn(beam.DoFn):
             if why:
                 self._not_replayed(f'message: {why}')
                 return
-        elif record is not None and not isinstance(record, dict):
-            self._not_replayed('record is not an object')
-            return
+        elif record is not None:
+            if not isinstance(record, dict):
+                self._not_replayed('record is not an object')
+                return
+            if event_type not in currents_types(profile[0]):
+                self._not_replayed(f'record of a type the {profile[0]} profile does not map '
+                                   f'(give --mapping)')
+                return
         counts.counter(counts.READ, event_type or '').inc()
         if message is not None:
             yield SegmentMessage(event_type or '', str(message.get('messageId', '')),
                                  serialize(message), source)
-        elif row.get('record') is not None and event_type:
-            # Mapped again as the run that rejected it mapped it (older rejects: this run's).
-            mapping = (row['mapping'], bool(row.get('include_anonymous'))) \
-                if row.get('mapping') else None
-            yield beam.pvalue.TaggedOutput(RECORDS, CurrentsEvent(event_type, source,
-                                                                  row['record'], mapping))
+        elif record is not None:
+            # Mapped again as the run that rejected it mapped it.
+            yield beam.pvalue.TaggedOutput(RECORDS, CurrentsEvent(event_type, source, record,
+                                                                  profile))
         else:
             yield beam.pvalue.TaggedOutput(REJECTS, Reject(
                 INVALID_RECORD, event_type, source, 'reject has neither message nor record',
                 record=row))
+        yield handled
+
+
+class ReReadFileFn(beam.DoFn):
+    """Re-reads an `unreadable_file` reject's file as its run would have: with the types and
+    the profile of that run's mapping. A file still unreadable is rejected again naming the
+    same input and profile, so that reject replays as it is."""
+
+    def __init__(self, credentials):
+        self.readers = {profile: ReadCurrentsFileFn(frozenset(currents_types(profile)),
+                                                    credentials=credentials)
+                        for profile in PROFILES}
+
+    def setup(self):
+        for reader in self.readers.values():
+            reader.setup()
+
+    def process(self, element):
+        source, event_type, profile, input_id = element
+        for out in self.readers[profile[0]].process((source, event_type)):
+            if isinstance(out, beam.pvalue.TaggedOutput):
+                yield beam.pvalue.TaggedOutput(out.tag, out.value._replace(
+                    input=input_id, mapping=profile[0], include_anonymous=profile[1]))
+            else:
+                yield out._replace(mapping=profile)
+
+
+def _fresh_lines(keyed):
+    """Lines no earlier replay handled; the others are counted, not replayed again."""
+    _, grouped = keyed
+    lines = list(grouped['line'])
+    if lines and any(True for _ in grouped['done']):
+        counts.counter(ALREADY_REPLAYED).inc(len(lines))
+        return []
+    return lines
+
+
+def _keyed_line(line: str):
+    return line_key(line), line
+
+
+def _done_key(text: str):
+    return text.strip(), None
+
+
+class SkipReplayed(beam.PTransform):
+    """Reject lines minus those the record of earlier replays (`records_pattern`) names."""
+
+    def __init__(self, records_pattern: str):
+        super().__init__()
+        self.records_pattern = records_pattern
+
+    def expand(self, lines):
+        keyed = lines | 'KeyLines' >> beam.Map(_keyed_line)
+        done = (lines.pipeline | 'ReadRecord' >> beam.io.ReadFromText(self.records_pattern)
+                | 'KeyRecord' >> beam.Map(_done_key))
+        return ({'line': keyed, 'done': done} | 'Join' >> beam.CoGroupByKey()
+                | 'NotYetReplayed' >> beam.FlatMap(_fresh_lines))
 
 
 def rejects_pattern(path: str) -> str:
@@ -213,23 +321,87 @@ def rejects_pattern(path: str) -> str:
     return FileSystems.join(path.rstrip('/'), 'rejects-*.jsonl')
 
 
-def build_replay(settings, pattern: str, reasons, options: PipelineOptions, out_prefix: str,
-                  input_override: Optional[str] = None):
-    """Rejects → parsed → delivered through the same step as a run (DeliverToSegment)."""
+def rejects_folder(path: str) -> str:
+    """The folder of --rejects (itself, or that of a rejects-*.jsonl glob or file)."""
+    if is_glob(path) or path.endswith('.jsonl'):
+        return path.rsplit('/', 1)[0] if '/' in path else '.'
+    return path.rstrip('/')
+
+
+class ReplayPaths(NamedTuple):
+    """Where one replay reads and writes, all under the folder of --rejects."""
+    pattern: str          # the rejects replayed
+    again: str            # the folder of what is rejected again (replayable the same way)
+    pending: str          # prefix of this replay's record, until it has finished
+    record: str           # prefix of this replay's record, once committed
+    records: str          # pattern of every committed record
+
+    @classmethod
+    def of(cls, rejects: str, run_id: str) -> 'ReplayPaths':
+        folder = rejects_folder(rejects)
+        kept = FileSystems.join(folder, RECORD_FOLDER)
+        return cls(rejects_pattern(rejects), FileSystems.join(folder, f'replay-{run_id}'),
+                   FileSystems.join(kept, f'pending-{run_id}'),
+                   FileSystems.join(kept, f'replay-{run_id}'),
+                   FileSystems.join(kept, 'replay-*.keys'))
+
+    @property
+    def rejects(self) -> str:
+        """Prefix of the rejects files of what is rejected again."""
+        return FileSystems.join(self.again, 'rejects')
+
+
+def build_replay(settings, paths: ReplayPaths, reasons, options: PipelineOptions,
+                 input_override: Optional[str] = None, skip_replayed: bool = False):
+    """Rejects (minus those replayed already) → parsed → delivered through the same step as a
+    run (DeliverToSegment); the keys of the lines handled → this replay's pending record."""
     p = beam.Pipeline(options=options)
-    parsed = (p | 'ReadRejects' >> beam.io.ReadFromText(pattern)
-              | 'Parse' >> beam.ParDo(ParseRejectFn(reasons, input_override)).with_outputs(
-                  RECORDS, FILES, REJECTS, main=MESSAGES))
+    lines = p | 'ReadRejects' >> beam.io.ReadFromText(paths.pattern)
+    if skip_replayed:
+        lines = lines | 'SkipReplayed' >> SkipReplayed(paths.records)
+    parsed = lines | 'Parse' >> beam.ParDo(ParseRejectFn(
+        reasons, input_override, (settings.mapping, settings.include_anonymous))).with_outputs(
+            RECORDS, FILES, REJECTS, HANDLED, main=MESSAGES)
     reread = (parsed[FILES]
               | 'SpreadFiles' >> beam.Reshuffle()
-              | 'ReReadFiles' >> beam.ParDo(ReadCurrentsFileFn(
-                  settings.selector.event_types, credentials=settings.store_credentials))
+              | 'ReReadFiles' >> beam.ParDo(ReReadFileFn(settings.store_credentials))
               .with_outputs(REJECTS, main='events'))
     events = (parsed[RECORDS], reread.events) | 'AllRecords' >> beam.Flatten()
     rejects = (parsed[REJECTS], reread[REJECTS]) | 'ParseRejects' >> beam.Flatten()
     _ = ({EVENTS: events, MESSAGES: parsed[MESSAGES], 'rejects': rejects}
-         | 'Deliver' >> deliver_step(settings, options, out_prefix))
+         | 'Deliver' >> DeliverToSegment(
+             send_step(settings, options), paths.rejects, settings.message_id_prefix,
+             pipeline.__version__, settings.integrations, settings.mapping,
+             settings.include_anonymous))
+    _ = parsed[HANDLED] | 'RecordHandled' >> beam.io.WriteToText(
+        paths.pending, file_name_suffix='.keys', skip_if_empty=True)
     return p
+
+
+def commit_record(paths: ReplayPaths) -> None:
+    """This replay's record counts from now on (its pipeline finished: rejects are durable)."""
+    pending = [m.path for m in FileSystems.match([paths.pending + '*.keys'])[0].metadata_list]
+    if pending:
+        FileSystems.rename(pending, [paths.record + path[len(paths.pending):]
+                                     for path in pending])
+
+
+def drop_pending(paths: ReplayPaths) -> None:
+    try:
+        pending = [m.path for m in FileSystems.match([paths.pending + '*'])[0].metadata_list]
+        if pending:
+            FileSystems.delete(pending)
+    except Exception:  # noqa: BLE001 - best effort: a pending record is never read
+        pass
+
+
+def _exists(pattern: str) -> bool:
+    """Whether any file matches; a store that cannot be listed is one line (UsageError)."""
+    try:
+        return bool(FileSystems.match([pattern])[0].metadata_list)
+    except Exception as exc:  # noqa: BLE001 - any store's error
+        raise UsageError(f'cannot list {pattern}: {type(exc).__name__}: '
+                         f'{one_line(exc, 200)}') from None
 
 
 def _add_replay_args(parser) -> None:
@@ -237,21 +409,77 @@ def _add_replay_args(parser) -> None:
                         + ', '.join(REASONS))
 
 
+_REPLAY_HELP = {
+    '--rejects': 'The rejects to replay: a --rejects folder of a run (its rejects-*.jsonl), a '
+                 'replay-<run id> folder in it, or a rejects-*.jsonl glob or file',
+    '--input': 'Re-read unreadable files only under this prefix (default: the input each '
+               'reject records)',
+    '--summary_output': 'Write the replay summary as JSON to this file',
+    '--dry_run_output': 'Write the request bodies to this folder; send nothing',
+    '--mapping': 'Profile for rejects that record none (older versions): classic or current',
+    '--include_anonymous': 'With --mapping, for rejects that record no profile: send events '
+                           'without external_user_id with anonymousId only',
+    '--message_id_prefix': 'Prefix for the messageId of records mapped again (messages keep '
+                           'theirs)',
+    '--integrations': 'JSON object put on records mapped again (messages keep theirs)',
+}
+
+
 def print_replay_help(out) -> None:
-    from pipeline.options import CurrentsToSegmentOptions
     parser = argparse.ArgumentParser(
-        prog='currents-to-segment replay',
+        prog=f'{PROG} replay', formatter_class=DefaultsHelpFormatter,
+        usage=f'{PROG} replay --rejects DIR [--reasons r1,r2] [options] [Beam options]',
         description='Re-send the rejects of earlier runs once the cause is fixed: mapped '
                     'messages are sent unchanged (same messageId), kept records are mapped '
-                    'again, unreadable files are read again. What is rejected again goes to '
-                    '<rejects>/replay-<run id>/.',
-        epilog='--rejects names the folder (or a rejects-*.jsonl glob) to replay; --input, if '
-               'given, re-reads unreadable files only under it (default: the input each reject '
-               'records). The write key, endpoint, throttle and Beam options work as for a run. '
-               'Exit status as for a run (0, 4, 1, 2, 3).')
+                    'again with the profile they record, unreadable files are read again. '
+                    'What is rejected again goes to <rejects>/replay-<run id>/; what was '
+                    'handled is recorded in <rejects>/replayed/, so a second replay of the '
+                    'same rejects sends nothing.',
+        epilog='The write key comes from SEGMENT_WRITE_KEY or --segment_write_key_secret; '
+               'Beam options (--runner, ...) pass through; options of a run (--plan, --start, '
+               '--event_types, --resume, ...) are refused. Exit status: 0 done (or nothing to '
+               'replay); 4 events rejected again for delivery, or rejects left not replayed; 1 '
+               'failed; 2 bad arguments; 3 Segment refused the configuration.')
     _add_replay_args(parser)
-    CurrentsToSegmentOptions._add_argparse_args(parser)
+    add_options(parser, only=REPLAY_OPTIONS, help_overrides=_REPLAY_HELP)
     parser.print_help(out)
+
+
+def refuse_run_options(argv: List[str]) -> None:
+    """Options of a run that replay does not use are refused, never ignored."""
+    run_only = {flag for _, flag, _ in OPTIONS} - REPLAY_OPTIONS
+    for arg in argv:
+        name = arg.split('=', 1)[0]
+        if name in run_only:
+            raise UsageError(f'replay does not take {name} (an option of a run); see '
+                             f'{PROG} replay --help')
+
+
+def replay_decision(d: dict, balanced: bool, again: str,
+                    options: Tuple[str, ...] = ()) -> Tuple[int, List[str]]:
+    """The exit status of a replay and its last lines (pure): a run's decision about what was
+    rejected again, then exit 4 with the reasons and counts if any reject was not replayed."""
+    code, line = exit_decision(d, balanced, again, options=options)
+    lines = [line] if line else []
+    left = d.get(NOT_REPLAYED) or {}
+    if code != EXIT_FAILED and left:
+        total = sum(left.values())
+        lines.append(f'{total:,} rejects were not replayed (' + '; '.join(
+            f'{why} {n:,}' for why, n in sorted(left.items()))
+            + '): they stay where they are; see README, "Replay"')
+        code = EXIT_DELIVERY_REJECTS
+    return code, lines
+
+
+def _parse_reasons(text: Optional[str]):
+    if not text:
+        return REASONS
+    reasons = tuple(r.strip() for r in text.split(',') if r.strip())
+    unknown = sorted(set(reasons) - set(REASONS))
+    if unknown:
+        raise UsageError(f'--reasons: unknown reason(s) {", ".join(unknown)}; '
+                         f'known: {", ".join(REASONS)}')
+    return reasons
 
 
 def run_replay(argv: List[str], out=None) -> int:
@@ -259,48 +487,69 @@ def run_replay(argv: List[str], out=None) -> int:
     if '-h' in argv or '--help' in argv:
         print_replay_help(out)
         return EXIT_OK
-    parser = argparse.ArgumentParser(prog='currents-to-segment replay', add_help=False)
+    parser = argparse.ArgumentParser(prog=f'{PROG} replay', add_help=False, allow_abbrev=False)
     _add_replay_args(parser)
-    parser.add_argument('--input')   # re-read unreadable files only under it (see --help)
     known, rest = parser.parse_known_args(argv)
     try:
+        refuse_run_options(argv)
         check_argv(argv, extra=_add_replay_args)
         options = PipelineOptions(rest)
-        # --rejects names the rejects to replay; --input is not used (files come from rejects).
-        settings = settings_from(PipelineOptions(rest + ['--input', '-']))
+        if not options.view_as(CurrentsToSegmentOptions).rejects:
+            raise UsageError('--rejects is required (the rejects folder of a run, or a '
+                             'rejects-*.jsonl glob)')
+        settings = settings_from(options, need_input=False)
+        reasons = _parse_reasons(known.reasons)
         local_runner_options(options)
+        honour_no_auth(options)
         prepare_stores(settings, options, is_dataflow(options))
-        reasons = REASONS
-        if known.reasons:
-            reasons = tuple(r.strip() for r in known.reasons.split(',') if r.strip())
-            unknown = sorted(set(reasons) - set(REASONS))
-            if unknown:
-                raise UsageError(f'--reasons: unknown reason(s) {", ".join(unknown)}; '
-                                 f'known: {", ".join(REASONS)}')
-        pattern = rejects_pattern(settings.rejects)
-        if not FileSystems.match([pattern])[0].metadata_list:
-            raise UsageError(f'no rejects files match {pattern}')
+        check_summary_writable(settings.summary_output)
+        paths = ReplayPaths.of(settings.rejects, settings.run_id)
+        folder = rejects_folder(settings.rejects)
+        if '://' not in folder and not os.path.isdir(folder):
+            raise UsageError(f'--rejects {settings.rejects}: no such folder')
+        if not _exists(paths.pattern):
+            print(f'nothing to replay: no rejects files match {paths.pattern}', file=out)
+            return EXIT_OK if write_summary(Summary({}, settings.mapping, replay=True),
+                                            settings.summary_output) else EXIT_FAILED
         check_sending_setup(settings, options)
-        check_report_output(settings, options)
+        check_rejects_writable(folder)
+        replayed_before = _exists(paths.records)
     except USAGE_ERRORS as exc:
         return usage_error(exc)
-    folder = settings.rejects if not (is_glob(settings.rejects) or
-                                      settings.rejects.endswith('.jsonl')) else \
-        settings.rejects.rsplit('/', 1)[0]
-    out_prefix = FileSystems.join(folder, f'replay-{settings.run_id}', 'rejects')
+    current_console().replay_options = replay_options(settings)
     try:
-        result = build_replay(settings, pattern, reasons, job_options(settings, options),
-                              out_prefix,
-                              input_identity(known.input) if known.input else None).run()
+        result = build_replay(settings, paths, reasons, job_options(settings, options),
+                              input_identity(settings.input) if settings.input else None,
+                              replayed_before).run()
         result.wait_until_finish()
     except Exception as exc:   # the runner re-raises worker errors: one line
+        drop_pending(paths)
         return run_failed(exc, 'replay')
-    summary = Summary.from_result(result, settings.mapping)
+    except KeyboardInterrupt:
+        drop_pending(paths)
+        raise
+    try:
+        commit_record(paths)
+    except Exception as exc:  # noqa: BLE001 - what was sent stays sent: say so, go on
+        logging.getLogger(__name__).error('recording the replay failed', exc_info=True)
+        answer(EXIT_OK, f'could not record what this replay handled ({type(exc).__name__}): '
+                        f'replaying the same rejects again would send them again (Segment '
+                        f'de-duplicates them on messageId)')
+    if '://' not in paths.again and os.path.isdir(paths.again) and not os.listdir(paths.again):
+        os.rmdir(paths.again)   # nothing was rejected again: no empty folder to wonder about
+    summary = Summary.from_result(result, settings.mapping, replay=True)
     print(summary.table(), file=out)
-    not_replayed = {k.split(counts.SEP, 1)[1]: v for k, v in summary.values.items()
-                    if k.startswith(NOT_REPLAYED + counts.SEP)}
-    if not_replayed:
-        print(f'not replayed: {not_replayed}', file=out)
-    print(f'rejected again: {out_prefix}-*.jsonl', file=out)
-    return finish(summary, settings.summary_output,
-                  FileSystems.join(folder, f'replay-{settings.run_id}'), report=settings.report)
+    d = summary.as_dict()
+    if d[ALREADY_REPLAYED] and not d['read']:
+        print(f'nothing to replay: all {d[ALREADY_REPLAYED]:,} rejects selected were '
+              f'replayed already (record: {FileSystems.join(folder, RECORD_FOLDER)})', file=out)
+    if any(d['rejected_by_reason'].values()):   # every reject, file or event, has a reason
+        print(f'rejected again: {paths.rejects}-*.jsonl (replay {paths.again} the same way)',
+              file=out)
+    if not write_summary(summary, settings.summary_output):
+        return EXIT_FAILED
+    code, lines = replay_decision(d, summary.balanced, paths.again,
+                                  current_console().replay_options)
+    for line in lines[:-1]:
+        answer(EXIT_OK, line)
+    return answer(code, lines[-1] if lines else None)

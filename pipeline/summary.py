@@ -13,6 +13,8 @@ from transforms.profiles import CLASSIC, row_name, row_names
 UNDATED = 'files_without_date_hour'
 NOT_STARTED = 'files_not_started_stopped'   # files of waves a stopped run never started
 LISTED = ('list_requests', 'objects_listed')   # the listing's cost, launcher and workers
+# A replay's own counters (pipeline/replay.py): rejects it refused, left out, or found replayed.
+NOT_REPLAYED, NOT_SELECTED, ALREADY_REPLAYED = 'not_replayed', 'not_selected', 'already_replayed'
 
 
 class Summary:
@@ -24,11 +26,12 @@ class Summary:
 
     def __init__(self, values: Dict[str, int], mapping: str = CLASSIC,
                  coverage: Optional[Dict[Tuple[str, str], List[int]]] = None,
-                 types_skipped: Iterable[str] = ()):
+                 types_skipped: Iterable[str] = (), replay: bool = False):
         self.values = values
         self.mapping = mapping
         self.coverage = coverage or {}     # (Currents type, hour) -> COLUMNS
         self.types_skipped = frozenset(types_skipped)
+        self.replay = replay   # a replay's summary also says what it did not replay
 
     def add(self, other: 'Summary') -> 'Summary':
         merged = defaultdict(int, self.values)
@@ -40,7 +43,7 @@ class Summary:
             for i, value in enumerate(figures):
                 found[i] += value
         return Summary(dict(merged), self.mapping, coverage,
-                       self.types_skipped | other.types_skipped)
+                       self.types_skipped | other.types_skipped, self.replay)
 
     @classmethod
     def from_counts(cls, mapping: str = CLASSIC, **values: int) -> 'Summary':
@@ -62,12 +65,12 @@ class Summary:
         return cls(values, mapping)
 
     @classmethod
-    def from_result(cls, result, mapping: str = CLASSIC) -> 'Summary':
+    def from_result(cls, result, mapping: str = CLASSIC, replay: bool = False) -> 'Summary':
         query = result.metrics().query(MetricsFilter().with_namespace(counts.NAMESPACE))
         values = defaultdict(int)
         for c in query['counters']:
             values[c.key.metric.name] += c.result or 0
-        return cls(dict(values), mapping)
+        return cls(dict(values), mapping, replay=replay)
 
     def as_dict(self) -> dict:
         by_event = {}
@@ -75,6 +78,7 @@ class Summary:
         reasons = {}
         skipped = {}
         statuses = {}
+        by_kind = {NOT_REPLAYED: {}, NOT_SELECTED: {}}
         for name, value in self.values.items():
             kind, key = counts.split_name(name)
             if kind in (counts.READ, counts.DROPPED, counts.SENT, counts.REJECTED):
@@ -94,10 +98,12 @@ class Summary:
                 skipped[key] = value
             elif kind == 'requests_by_status':
                 statuses[key] = value
+            elif kind in by_kind:
+                by_kind[kind][key] = value
         order = {}
         for name in row_names(self.mapping).values():
             order.setdefault(name, len(order))
-        return {
+        d = {
             'read': totals['read'],
             'dropped_no_external_user_id': totals['dropped_no_external_user_id'],
             'sent': totals['sent'],
@@ -127,6 +133,11 @@ class Summary:
             'unfinished_events': self.values.get(counts.UNFINISHED_EVENTS, 0),
             'by_hour': self.by_hour(order),
         }
+        if self.replay:
+            d.update({NOT_REPLAYED: dict(sorted(by_kind[NOT_REPLAYED].items())),
+                      NOT_SELECTED: dict(sorted(by_kind[NOT_SELECTED].items())),
+                      ALREADY_REPLAYED: self.values.get(ALREADY_REPLAYED, 0)})
+        return d
 
     def by_hour(self, order: Dict[str, int]) -> dict:
         """The coverage per Segment event and date= hour (UNDATED for files without one)."""
@@ -164,8 +175,9 @@ class Summary:
         lines.append('-' * len(head))
         lines.append(f'{"total":<{w}}{d["read"]:>10}{d["dropped_no_external_user_id"]:>10}'
                      f'{d["sent"]:>10}{d["rejected"]:>10}')
-        lines.append(f'files: {d["files_read"]} read, {d["files_skipped"]} skipped, '
-                     f'{d["files_rejected"]} unreadable')
+        skipped = ', '.join(f'{k} {v}' for k, v in d['files_skipped_by_reason'].items() if v)
+        lines.append(f'files: {d["files_read"]} read, {d["files_skipped"]} skipped'
+                     + (f' ({skipped})' if skipped else '') + f', {d["files_rejected"]} unreadable')
         if d['files_without_date_hour']:
             lines.append(f'read regardless: no date= hour in path: '
                          f'{d["files_without_date_hour"]} files (--start/--end cannot prune them)')
@@ -176,6 +188,13 @@ class Summary:
                          f'rejected will be sent again by --resume), {d["not_sent_stopped"]} '
                          f'events read but not sent, {d["files_not_read_stopped"]} files not '
                          f'read')
+        if self.replay:
+            for title, key in (('not replayed', NOT_REPLAYED),
+                               ('not selected by --reasons', NOT_SELECTED)):
+                if d[key]:
+                    lines.append(f'{title}: ' + '; '.join(f'{k} {v}' for k, v in d[key].items()))
+            if d[ALREADY_REPLAYED]:
+                lines.append(f'replayed already (skipped): {d[ALREADY_REPLAYED]} rejects')
         if d['rejected_by_reason']:
             lines.append('rejects by reason: ' + ', '.join(
                 f'{k} {v}' for k, v in d['rejected_by_reason'].items()))

@@ -13,4 +13,10 @@ if [ ! -f "$stamp" ]; then
   "$VENV/bin/python" -m pip install -q -e "$ROOT[test,bench]" >&2
   rm -f "$VENV"/.installed-* && touch "$stamp"
 fi
+# The dev tools (devtools/: the local receiver, the sample generator) are not part of the
+# package; this path entry lets `python -m devtools.receiver` start from any folder.
+pth=("$VENV"/lib/python3*/site-packages)
+if [ -d "${pth[0]}" ] && [ ! -f "${pth[0]}/currents_to_segment_devtools.pth" ]; then
+  echo "$ROOT" > "${pth[0]}/currents_to_segment_devtools.pth"
+fi
 export PATH="$VENV/bin:$PATH"

@@ -135,9 +135,16 @@ def test_rejects_written_to_azure_are_replayed(azure_env):
         code, replayed, table = az_run(azure, 'replayed', '--segment_endpoint', receiver.url,
                                        replay=True)
         messages = receiver.messages()
+        requests = receiver.stats()['requests']
+        # The replay recorded what it handled on Azure too: a second one sends nothing.
+        again, again_summary, _ = az_run(azure, 'replayed', '--segment_endpoint', receiver.url,
+                                         replay=True)
+        assert receiver.stats()['requests'] == requests
     assert code == 0, table
     assert {m['messageId'] for m in messages} == {r['message']['messageId'] for r in rejects}
     assert replayed['sent'] == len(rejects) and balanced(replayed)
+    assert again == 0 and again_summary['sent'] == 0
+    assert again_summary['already_replayed'] == len(rejects)
 
 
 def test_the_command_plans_from_azure_with_only_its_store_imported(azure_env, corpus):

@@ -302,7 +302,7 @@ def test_replay_sends_only_what_this_tool_wrote(tmp_path, key):
         code = run(['replay', '--rejects', str(tmp_path / 'rejects'), '--segment_endpoint',
                     receiver.url, '--summary_output', str(tmp_path / 'replay.json')], out=out)
         ids = {m['messageId'] for m in receiver.messages()}
-    assert code == 0, out.getvalue()
+    assert code == 4, out.getvalue()   # what was not replayed is still there: exit 4
     assert ids == {'good-1', 'evt-700', 'evt-701'}
     text = out.getvalue()
     assert 'not replayed' in text
@@ -312,6 +312,7 @@ def test_replay_sends_only_what_this_tool_wrote(tmp_path, key):
     assert 'unknown event type' in text
     summary = json.loads((tmp_path / 'replay.json').read_text())
     assert summary['sent'] == 3 and summary['read'] == 3
+    assert sum(summary['not_replayed'].values()) == 8
 
 
 def test_resume_ignores_manifests_of_another_input_or_not_written_by_this_tool(

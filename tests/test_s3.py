@@ -170,9 +170,16 @@ def test_rejects_written_to_s3_are_replayed(aws_env, corpus):
         code, replay_summary, table = s3_run(s3, 'replayed', '--segment_endpoint',
                                              receiver.url, replay=True)
         messages = receiver.messages()
+        requests = receiver.stats()['requests']
+        # The replay recorded what it handled on S3 too: a second one sends nothing.
+        again, again_summary, _ = s3_run(s3, 'replayed', '--segment_endpoint', receiver.url,
+                                         replay=True)
+        assert receiver.stats()['requests'] == requests
     assert code == 0, table
     assert {m['messageId'] for m in messages} == {r['message']['messageId'] for r in rejects}
     assert replay_summary['sent'] == len(rejects) and balanced(replay_summary)
+    assert again == 0 and again_summary['sent'] == 0
+    assert again_summary['already_replayed'] == len(rejects)
 
 
 def test_resume_manifest_on_s3_skips_completed_partitions(aws_env):

@@ -193,7 +193,7 @@ def test_closed_port_exits_4_with_replay_hint_and_progress_names_the_failures(tm
     assert last == (f'{PROG}: {report.eligible:,} events were rejected for delivery '
                     f'(retries_exhausted {report.eligible:,}); once the cause is fixed, re-send '
                     f'them with: {PROG} replay --rejects {tmp_path / "r"} --reasons '
-                    f'retries_exhausted')
+                    f'retries_exhausted --segment_endpoint http://127.0.0.1:{port}/v1/batch')
     progress = [line for line in result.stderr.splitlines() if line.startswith('progress ')]
     assert progress and any('requests failing: ConnectionError' in line for line in progress)
     assert any('next retry in' in line for line in progress)

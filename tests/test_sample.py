@@ -373,9 +373,44 @@ def test_current_corpus_is_deterministic_and_classic_unchanged(tmp_path):
     assert {path_parts(p)[0] for p in classic.files} == set(TYPES)
 
 
-def test_current_mapping_needs_the_shared_schemas(tmp_path, monkeypatch):
+def test_current_mapping_needs_the_shared_schemas_when_asked_for_braze_ones(tmp_path,
+                                                                           monkeypatch):
     monkeypatch.setenv('CURRENTS_SHARED', str(tmp_path / 'nowhere'))
     with pytest.raises(ValueError, match='CURRENTS_SHARED'):
-        sample.generate(tmp_path / 'x', events=10, mapping='current')
+        sample.generate(tmp_path / 'x', events=10, mapping='current', lookalike=False)
     with pytest.raises(ValueError, match='mapping'):
         sample.generate(tmp_path / 'x', events=10, mapping='newest')
+
+
+def test_without_braze_schemas_current_types_get_lookalike_ones_from_the_repository(tmp_path,
+                                                                                   monkeypatch):
+    """A clone on its own (no ../shared): every `current` type is still written, with the
+    project's own schema where it has one and otherwise the fields the mapping table reads,
+    and every eligible record maps with the `current` mapper."""
+    from transforms.mapping import mapper_for
+    from transforms.profiles import CURRENT_EVENTS, currents_types
+    monkeypatch.setenv('CURRENTS_SHARED', str(tmp_path / 'nowhere'))
+    report = sample.generate(tmp_path / 'x', events=160, seed=2, mapping='current',
+                             other_type_files=0)
+    assert report.lookalike
+    assert {path_parts(p)[0] for p in report.files} == set(currents_types('current'))
+    mapper, mapped = mapper_for('current'), 0
+    for path in report.files:
+        t, _, _ = path_parts(path)
+        r, recs = read(path)
+        spec = next(s for s in CURRENT_EVENTS if s.currents_type == t)
+        names = {f['name'] for f in r.writer_schema['fields']}
+        own = Path(sample.SCHEMA_DIR / f'{t}.avsc').is_file()
+        if not own:   # the project's own copies keep their fields; the others read all
+            assert {f for _, f in spec.context + spec.properties} \
+                - set(spec.absent_from_writer_schema) <= names
+        for rec in recs:
+            if rec['id'] in report.eligible_ids:
+                assert mapper.to_message(t, rec)['messageId'] == rec['id']
+                mapped += 1
+    assert mapped == report.eligible > 0
+    # The command says so, in one line on stderr.
+    res = _cli('--output', str(tmp_path / 'y'), '--events', '100', '--mapping', 'current')
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.count('\n') == 1 and 'look-alike schemas made from the repository' in \
+        res.stderr

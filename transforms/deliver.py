@@ -37,6 +37,7 @@ class DeliverToSegment(beam.PTransform):
                         include_anonymous, live)
         self.live = live
         self.input_id = input_id
+        self.profile = (mapping, bool(include_anonymous))   # recorded in file rejects
 
     def expand(self, inputs):
         pipeline = next(iter(inputs.values())).pipeline
@@ -53,4 +54,5 @@ class DeliverToSegment(beam.PTransform):
         batches, batch_rejects = messages | 'Batch' >> BatchMessages()
         send_rejects = batches | 'Send' >> SendToSegment(self.sender)
         return (tuple(rejects) + (batch_rejects, send_rejects)
-                | 'Rejects' >> WriteRejects(self.rejects_prefix, self.input_id, self.live))
+                | 'Rejects' >> WriteRejects(self.rejects_prefix, self.input_id, self.live,
+                                            self.profile))

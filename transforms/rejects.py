@@ -9,7 +9,7 @@ bundle's coverage (per event type and hour) as data.
 """
 import threading
 import uuid
-from typing import Optional
+from typing import Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.transforms import window as beam_window
@@ -26,12 +26,17 @@ FLUSH_LINES = 1000       # a piece is written at the latest when this many rejec
 _GLOBAL = beam_window.GlobalWindow()
 
 
-def count_and_serialize(reject: Reject, input_id: Optional[str] = None) -> str:
+def count_and_serialize(reject: Reject, input_id: Optional[str] = None,
+                        profile: Optional[Tuple[str, bool]] = None) -> str:
     """Counts a reject for the summary (per event type and reason) and makes its JSON line.
 
-    Each line names the run's input, so replay re-reads only files under it."""
+    Each line names the run's input, so replay re-reads only files under it; a file's line
+    also names the run's mapping `profile` (name, include_anonymous), so replay maps its
+    records as the run would have."""
     if input_id and reject.input is None:
         reject = reject._replace(input=input_id)
+    if profile and reject.is_file and reject.mapping is None:
+        reject = reject._replace(mapping=profile[0], include_anonymous=profile[1])
     if reject.is_file:
         counts.counter(counts.REASON, reject.reason).inc()
     else:
@@ -50,10 +55,12 @@ class WriteRejectsFn(beam.DoFn):
     reporter = progress.NO_REPORTER   # until setup()
 
     def __init__(self, file_path_prefix: str, input_id: Optional[str] = None,
-                 live: LiveChannel = LiveChannel()):
+                 live: LiveChannel = LiveChannel(),
+                 profile: Optional[Tuple[str, bool]] = None):
         self.file_path_prefix = file_path_prefix
         self.input_id = input_id
         self.live = live
+        self.profile = profile
 
     def setup(self):
         self.reporter = self.live.reporter()
@@ -72,7 +79,7 @@ class WriteRejectsFn(beam.DoFn):
     def process(self, reject: Reject):
         if self.completion is None:
             self.completion = completion.current()
-        line = count_and_serialize(reject, self.input_id)
+        line = count_and_serialize(reject, self.input_id, self.profile)
         if not reject.is_file:
             self.reporter.add(progress.REJECTED)
         column = completion.FILES_REJECTED if reject.is_file else completion.REJECTED
@@ -133,17 +140,19 @@ class WriteRejects(beam.PTransform):
     Returns (the reject pieces written, the coverage cells of the run's bundles)."""
 
     def __init__(self, file_path_prefix: str, input_id: Optional[str] = None,
-                 live: LiveChannel = LiveChannel()):
+                 live: LiveChannel = LiveChannel(),
+                 profile: Optional[Tuple[str, bool]] = None):
         super().__init__()
         self.file_path_prefix = file_path_prefix
         self.input_id = input_id
         self.live = live
+        self.profile = profile
 
     def expand(self, reject_pcolls):
         result = (reject_pcolls
                   | 'AllRejects' >> beam.Flatten()
                   | 'GlobalWindow' >> beam.WindowInto(beam_window.GlobalWindows())
-                  | 'WriteJsonLines' >> beam.ParDo(WriteRejectsFn(
-                      self.file_path_prefix, self.input_id, self.live)).with_outputs(
-                          COVERAGE, main='written'))
+                  | 'WriteJsonLines' >> beam.ParDo(
+                      WriteRejectsFn(self.file_path_prefix, self.input_id, self.live,
+                                     self.profile)).with_outputs(COVERAGE, main='written'))
         return result.written, result[COVERAGE]
