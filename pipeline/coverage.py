@@ -29,7 +29,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
-from transforms.completion import COLUMNS   # the summary's by_hour columns, read by name
+from transforms.completion import COLUMNS  # noqa: F401  the summary's by_hour columns
 from transforms.layout import UNDATED       # the by_hour key of files without a date= hour
 
 HOUR = datetime.timedelta(hours=1)

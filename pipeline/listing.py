@@ -57,8 +57,8 @@ def resolve_input(input_path: str, options=None) -> Input:
     if input_path.endswith('/') or input_path.rstrip('/') == _store_root(input_path):
         return Input('folder', input_path.rstrip('/') + '/')
     try:
-        store = stores.store_for(input_path, options=options)
-        exact = [e for e in store.under(input_path) if e[0] == input_path]
+        first = stores.store_for(input_path, options=options).first_under(input_path)
+        exact = first is not None and first[0] == input_path
     except Exception as exc:   # noqa: BLE001 - the store's own errors, as one line
         if not _not_found(exc):
             raise UsageError(f'cannot list --input {input_path}: {_short(exc)}') from None

@@ -132,6 +132,7 @@ def run_waves(settings, options, listing, waves, detached, out, runner=None, und
             started = number + 1
             manifest = FileSystems.join(manifest_dir(settings.rejects),
                                         f'wave-{settings.run_id}-w{number}.json')
+            ran = False   # the wave's pipeline started: its workers may have recorded files
             try:
                 last = number == len(waves) - 1
                 p = build_pipeline(settings, wave_source(settings, wave, on_workers),
@@ -144,6 +145,7 @@ def run_waves(settings, options, listing, waves, detached, out, runner=None, und
                     p.run()
                     print('Dataflow job built (--dry_run=True): nothing submitted', file=out)
                     return EXIT_OK
+                ran = True
                 result = p.run()
                 if not detached:
                     _wait(result, settings, wave, local, console)
@@ -157,7 +159,8 @@ def run_waves(settings, options, listing, waves, detached, out, runner=None, und
                     return EXIT_OK
             except Exception as exc:  # the runner re-raises worker errors: one line
                 _remove_beam_temp_folders(settings.rejects)
-                after_wave(settings, f'w{number}')
+                if ran:
+                    after_wave(settings, f'w{number}')
                 if stop is not None and stop.signum is not None:
                     error(f'stopped by {stop.name}; the files this wave completed are recorded '
                           f'as done: rerun with --resume', note=True)

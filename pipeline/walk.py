@@ -23,7 +23,7 @@ import datetime
 import marshal
 import os
 import tempfile
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence
 
 from pipeline.hardening import harden_process
 from pipeline.paths import UsageError, is_glob, parse_hour

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import urllib.parse
 import urllib.request
 from http import HTTPStatus
 from pathlib import Path
@@ -44,7 +45,6 @@ def honour_generation_preconditions() -> None:
     made atomic with the write under one lock; requests without the parameter are unchanged.
     Idempotent.
     """
-    from gcp_storage_emulator import server
     from gcp_storage_emulator.exceptions import NotFound
     from gcp_storage_emulator.handlers import objects
 
@@ -84,10 +84,17 @@ def honour_generation_preconditions() -> None:
         wrapped.honours_preconditions = True
         return wrapped
 
+    _wrap_handlers((objects.insert, objects.delete), conditional)
+
+
+def _wrap_handlers(targets, wrap) -> None:
+    """Every route of the in-process emulator served by one of `targets`, served through
+    `wrap(handler)` instead."""
+    from gcp_storage_emulator import server
     for _regex, methods in server.HANDLERS:
         for method, handler in list(methods.items()):
-            if handler in (objects.insert, objects.delete):
-                methods[method] = conditional(handler)
+            if handler in targets:
+                methods[method] = wrap(handler)
 
 
 LIST_PAGE = 1000   # GCS returns at most 1,000 objects per list request
@@ -145,10 +152,7 @@ def honour_list_bounds() -> None:
             return original(self, obj)
         json_keeping_body.keeps_body = True
         server.Response.json = json_keeping_body
-    for _regex, methods in server.HANDLERS:
-        for method, handler in list(methods.items()):
-            if handler is objects.ls:
-                methods[method] = bounded(handler)
+    _wrap_handlers((objects.ls,), bounded)
 
 
 class GcsEmulator:
@@ -189,6 +193,24 @@ class GcsEmulator:
              f'--default-bucket={self.bucket_name}'],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
+    def count_reads(self) -> None:
+        """From now on, (bucket, object) of every object read (metadata or media) is appended
+        to `reads`."""
+        from gcp_storage_emulator.handlers import objects
+        self.reads = []
+        reads = self
+
+        def counted(handler):
+            def wrapped(request, response, storage, *args, **kwargs):
+                params = request.params or {}
+                if params.get('bucket_name') and params.get('object_id'):
+                    reads.reads.append((params['bucket_name'],
+                                        urllib.parse.unquote(params['object_id'])))
+                return handler(request, response, storage, *args, **kwargs)
+            wrapped.counts_reads = True
+            return wrapped
+        _wrap_handlers((objects.get, objects.download), counted)
+
     @property
     def list_requests(self) -> int:
         """Object list requests the in-process emulator answered, all emulators together."""
@@ -203,12 +225,15 @@ class GcsEmulator:
         bucket = bucket or self.bucket_name
         self.upload_bytes('.c2s-template', content, bucket)
         template = storage.get_file_obj(bucket, '.c2s-template')
-        for name in names:
+        objects = storage.objects.setdefault(bucket, {})
+        for name in names:   # as Storage.create_file does, but its metadata file written once
             obj = copy.deepcopy(template)
             obj['name'] = name
             obj['id'] = f'{bucket}/{name}/{obj.get("generation", "1")}'
             obj['selfLink'] = obj.get('selfLink', '').replace('.c2s-template', name)
-            storage.create_file(bucket, name, content, obj)
+            storage._store.write_bytes(storage._object_path(bucket, name), content)
+            objects[name] = obj
+        storage._write_config_to_file()
         storage.delete_file(bucket, '.c2s-template')
 
     def stop(self) -> None:

@@ -483,3 +483,50 @@ def test_sdist_installs_and_runs_outside_the_repo(installed_package):
     bodies = list((run_dir / 'bodies').glob('batch-*.json'))
     assert bodies
     assert sum(len(json.loads(b.read_bytes())['batch']) for b in bodies) == summary['sent']
+
+
+# ------------------------------------------------- a job's graph does not grow with the files
+def _job_bytes(emulator, capsys, monkeypatch, bucket, objects):
+    """The job a dry-run Dataflow launch builds over `objects` files under gs://bucket/currents:
+    (its JSON, what --dataflow_job_file holds, and its pipeline proto) in bytes."""
+    from apache_beam.runners.dataflow import dataflow_runner
+    from apache_beam.runners.dataflow.internal import apiclient
+    emulator.client.create_bucket(bucket)
+    prefix = 'currents/dataexport.prod-01.GCS.integration.0123456789abcdef01234567'
+    types = ('users.messages.email.Send', 'users.messages.email.Open', 'users.canvas.Entry')
+    emulator.inject((f'{prefix}/event_type={types[i % 3]}/date=2024-05-{1 + i // 90_000:02d}-'
+                     f'{i // 3 % 24:02d}/version=10/us-01/f+{i}.avro' for i in range(objects)),
+                    content=b'', bucket=bucket)
+    built = []
+    run_pipeline = dataflow_runner.DataflowRunner.run_pipeline
+
+    def keep(self, pipeline, options):
+        result = run_pipeline(self, pipeline, options)
+        built.append(result.job)
+        return result
+    monkeypatch.setattr(dataflow_runner.DataflowRunner, 'run_pipeline', keep)
+    code, out, err = launch(dataflow_argv(f'gs://{bucket}/currents', f'gs://{bucket}/rejects',
+                                          '--no_auth'), capsys)
+    assert code == 0 and BUILT in out, err
+    [job] = built
+    job.proto.environment = apiclient.Environment(
+        packages=[], options=job.options,
+        environment_version=getattr(apiclient, '_FNAPI_ENVIRONMENT_MAJOR_VERSION', '8'),
+        proto_pipeline_staged_url=f'gs://{bucket}/staging/pipeline.pb',
+        proto_pipeline=job.proto_pipeline).proto
+    return len(job.json()), len(job.proto_pipeline.SerializeToString())
+
+
+def test_a_dataflow_job_graph_is_the_same_over_2000_or_200000_files(launcher_env, monkeypatch,
+                                                                      capsys):
+    """The launcher plans units (event type folders, months of them); the workers list the
+    files: the job carries no file list, however large the input."""
+    with GcsEmulator(bucket='c2s-graph-default') as emulator:
+        monkeypatch.setenv('STORAGE_EMULATOR_HOST', emulator.url)
+        small = _job_bytes(emulator, capsys, monkeypatch, 'c2s-graph-small', 2_000)
+        large = _job_bytes(emulator, capsys, monkeypatch, 'c2s-graph-large', 200_000)
+    with capsys.disabled():
+        print(f'\nDataflow job (JSON, pipeline proto) in bytes: {small} over 2,000 files, '
+              f'{large} over 200,000')
+    for a, b in zip(small, large):
+        assert b < 1_000_000 and abs(b - a) <= 0.1 * a

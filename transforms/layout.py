@@ -93,7 +93,7 @@ def name_prefixes(start: datetime.datetime, end: datetime.datetime) -> List[str]
     either end may hold hours outside the range: callers filter). For stores that list by
     name prefix only (Azure)."""
     prefixes, day = [], start.replace(hour=0)
-    while day < end:
+    while day < end and start < end:
         whole = day >= start
         if whole and day.month == 1 and day.day == 1 and \
                 day.replace(year=day.year + 1) <= end:

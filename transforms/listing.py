@@ -101,6 +101,11 @@ class Store:
         """The earliest `date=` hour under a type folder, from its first key (one request)."""
         raise NotImplementedError
 
+    def first_under(self, prefix: str) -> Optional[Entry]:
+        """The first object whose path starts with `prefix` (one request of one result): the
+        object named `prefix` itself if there is one, as keys sort."""
+        raise NotImplementedError
+
     def under_range(self, prefix: str, first: str, end: str) -> Iterator[Entry]:
         """Objects under `prefix` whose paths sort in [first, end): stores with key offsets."""
         raise NotImplementedError
@@ -176,6 +181,12 @@ class LocalStore(Store):
         yield from self.walk([f for f in folders if f.rstrip('/').rsplit('/', 1)[-1]
                               .startswith(name)])
 
+    def first_under(self, prefix):
+        if os.path.isfile(prefix):
+            stat = os.stat(prefix)
+            return prefix, stat.st_size, stat.st_mtime
+        return next(iter(self.under(prefix)), None)
+
     def _date_folders(self, type_folder: str,
                       marker: str = DATE_FOLDER) -> List[Tuple[datetime.datetime, str]]:
         """(hour, folder) of the type folder's valid hour folders (names only, no stat)."""
@@ -233,6 +244,11 @@ class GcsStore(Store):
     def under(self, prefix):
         for bucket, page in self._pages(prefix):
             yield from self._entries(bucket, page)
+
+    def first_under(self, prefix):
+        for bucket, page in self._pages(prefix, max_results=1):
+            return next(iter(self._entries(bucket, page)), None)
+        return None
 
     def under_range(self, prefix, first, end):
         for bucket, page in self._pages(prefix, start_offset=self._split(first)[1],
@@ -294,6 +310,12 @@ class S3Store(Store):
     def under(self, prefix):
         for bucket, page in self._pages(prefix):
             yield from self._entries(bucket, page)[0]
+
+    def first_under(self, prefix):
+        for bucket, page in self._pages(prefix, PaginationConfig={'MaxItems': 1,
+                                                                  'PageSize': 1}):
+            return next(iter(self._entries(bucket, page)[0]), None)
+        return None
 
     def under_range(self, prefix, first, end):
         # every key of the first hour sorts after its folder name without the '/'
@@ -365,6 +387,13 @@ class AzureStore(Store):
             items = list(page)
             self.counter.add(1, len(items))
             yield from self._entries(account, container, items)[0]
+
+    def first_under(self, prefix):
+        account, container, key, client = self._container(prefix)
+        pages = client.list_blobs(name_starts_with=key or None, results_per_page=1).by_page()
+        self.counter.add(1)
+        return next(iter(self._entries(account, container, list(next(iter(pages), [])))[0]),
+                    None)
 
     def first_hour(self, type_folder):
         account, container, key, client = self._container(type_folder)

@@ -22,7 +22,7 @@ import logging
 import math
 import os
 import uuid
-from typing import Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 from transforms.layout import UNDATED
 from transforms.listing import Counter, Store, store_for
