@@ -23,6 +23,7 @@ from pipeline.options import CurrentsToSegmentOptions, check_argv, settings_from
 from pipeline.paths import UsageError, hour_from_path
 from pipeline.plan import make_plan, plan_text
 from pipeline.resume import completed_partitions
+from pipeline.runners import settle_paths
 from pipeline.running import run_waves
 from pipeline.stores import prepare_stores
 from pipeline.waves import make_waves, wave_size
@@ -84,6 +85,7 @@ def _run(argv, out) -> int:
             raise UsageError('--resume reads what earlier runs recorded under --rejects: '
                              'give the same --rejects')
         local_runner_options(options)
+        settle_paths(settings, options)   # absolute local paths; none that remote workers write
         honour_no_auth(options)
         prepare_stores(settings, options, is_dataflow(options))
         if settings.follow:
