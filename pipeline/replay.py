@@ -28,6 +28,7 @@ from pipeline.options import check_argv, settings_from
 from pipeline.paths import UsageError, is_glob
 from pipeline.summary import Summary
 from transforms import counts
+from transforms.credentials import BareWorkerFilesystemsFn
 from transforms.deliver import EVENTS, MESSAGES
 from transforms.events import BY_CURRENTS_TYPE
 from transforms.mapping import serialize
@@ -35,6 +36,7 @@ from transforms.model import (INVALID_RECORD, REASONS, UNREADABLE_FILE, Currents
                               Reject, SegmentMessage)
 from transforms.profiles import CURRENT_EVENTS
 from pipeline.resume import input_identity
+from pipeline.runners import settle_paths
 from transforms.read import REJECTS, ReadCurrentsFileFn
 
 RECORDS, FILES = 'records', 'files'
@@ -217,7 +219,11 @@ def build_replay(settings, pattern: str, reasons, options: PipelineOptions, out_
                   input_override: Optional[str] = None):
     """Rejects → parsed → delivered through the same step as a run (DeliverToSegment)."""
     p = beam.Pipeline(options=options)
-    parsed = (p | 'ReadRejects' >> beam.io.ReadFromText(pattern)
+    # Beam's file reads list the pattern on a worker: a step of ours comes first, so a worker
+    # started without the job's options has filesystems to list with (transforms/credentials.py)
+    parsed = (p | 'RejectsPattern' >> beam.Create([pattern])
+              | 'StoreDefaults' >> beam.ParDo(BareWorkerFilesystemsFn())
+              | 'ReadRejects' >> beam.io.ReadAllFromText()
               | 'Parse' >> beam.ParDo(ParseRejectFn(reasons, input_override)).with_outputs(
                   RECORDS, FILES, REJECTS, main=MESSAGES))
     reread = (parsed[FILES]
@@ -269,6 +275,7 @@ def run_replay(argv: List[str], out=None) -> int:
         # --rejects names the rejects to replay; --input is not used (files come from rejects).
         settings = settings_from(PipelineOptions(rest + ['--input', '-']))
         local_runner_options(options)
+        settle_paths(settings, options)   # remote workers read and write under --rejects
         prepare_stores(settings, options, is_dataflow(options))
         reasons = REASONS
         if known.reasons:
