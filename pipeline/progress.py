@@ -82,7 +82,8 @@ class ProgressMonitor:
 
     def __init__(self, period: float, files_total: int, estimate: Union[int, Callable[[], int]],
                  throttle: float, out, poll: Optional[Callable[[], Dict[str, float]]] = None,
-                 status: Optional[Callable[[], str]] = None):
+                 status: Optional[Callable[[], str]] = None,
+                 no_metrics: str = 'no live metrics from the runner yet'):
         """`estimate`: the events expected, or what works them out, called by the first
         progress line (reading a block header per event type: off the launcher's way to the
         workers). `status`: the job as its runner sees it, for polled runs ('job RUNNING, ...'),
@@ -94,6 +95,7 @@ class ProgressMonitor:
         self.out = out
         self.poll = poll
         self.status = status
+        self.no_metrics = no_metrics
         self.by_reporter: Dict[str, Dict[str, float]] = {}
         self.seq: Dict[str, int] = {}
         self.lock = threading.Lock()
@@ -160,8 +162,8 @@ class ProgressMonitor:
         if self.status is not None:
             status = _quietly(self.status, 'job state unknown')
             if not totals:
-                return (f'progress {format_duration(now - self.started)}: {status}; no live '
-                        f'metrics from the runner yet')
+                elapsed = format_duration(now - self.started)
+                return f'progress {elapsed}: {status}; {self.no_metrics}'
             return f'{self._counters_line(now, totals)} | {status}'
         return self._counters_line(now, totals)
 

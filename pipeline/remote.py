@@ -56,7 +56,9 @@ class RemoteRun:
         self.settings = settings
         self.console = console
         self.kind = classify(options)
-        self.embedded = (options.view_as(PortableOptions).job_endpoint or '') == 'embed'
+        self.no_metrics = 'no live metrics from the runner yet'
+        if (options.view_as(PortableOptions).job_endpoint or '') == 'embed':
+            self.no_metrics += " (Beam's embedded job server has them only when the job ends)"
         self.folder = FileSystems.join(settings.rejects, f'{LIVE_FOLDER}{settings.run_id}')
         self.grace = settings.timeout + STOP_MARGIN
         self.stop = StopOnSignal(console, on_second, FileSystems.join(self.folder, 'stop'))
@@ -97,10 +99,7 @@ class RemoteRun:
         """'job RUNNING, 2 worker processes started' for the progress line."""
         state = getattr(result, 'state', '?')
         n = self.workers_started()
-        text = f'job {state}, {n} worker process{"es" if n != 1 else ""} started'
-        if self.embedded:
-            text += " (Beam's embedded job server has counters only when the job ends)"
-        return text
+        return f'job {state}, {n} worker process{"es" if n != 1 else ""} started'
 
     # -- the wait ---------------------------------------------------------------------------
     def wait(self, result, files_total: int) -> None:
@@ -123,7 +122,8 @@ class RemoteRun:
             monitor = ProgressMonitor(self.settings.progress_seconds, files_total, 0,
                                       self.settings.max_events_per_second, self.console,
                                       poll=dataflow_poll(result),
-                                      status=lambda: self.status(result)).start()
+                                      status=lambda: self.status(result),
+                                      no_metrics=self.no_metrics).start()
         started = time.monotonic()
         told = False
         try:
@@ -132,7 +132,8 @@ class RemoteRun:
                 if not told and now - started >= NO_WORKER_SECONDS:
                     told = True
                     self._tell_if_no_worker(result, now - started)
-                if self.stop.requested_at is not None and now - self.stop.requested_at >= self.grace:
+                asked = self.stop.requested_at
+                if asked is not None and now - asked >= self.grace:
                     self._cancel(result)
         finally:
             if monitor is not None:
