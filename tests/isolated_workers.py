@@ -3,8 +3,10 @@ project installed into its own virtualenv, and Beam's worker pool started from i
 working directory, HOME and TMPDIR and an environment without the tests' variables.
 
 The virtualenv is built from an sdist of the checkout (setup.py is the single source of
-dependencies) and cached under .cache/isolated-workers/<hash of setup.py and the package
-sources>/, so only a change to the package builds it again (a minute or two with pip's cache).
+dependencies) and cached under .cache/isolated-workers/<hash of setup.py>/ (~0.9 GB, so only the
+latest is kept); when the package sources change (their hash is its stamp) only the project is
+installed again from a new sdist, without its dependencies (seconds). A first build takes a
+minute or two with pip's cache.
 
 pytest-independent. The pool listens on 127.0.0.1 only: it is Beam's worker pool servicer
 (apache_beam.runners.worker.worker_pool_main, starting each SDK worker as a `python` process of
@@ -50,9 +52,9 @@ server.wait_for_termination()
 '''
 
 
-def package_hash(root: Path = ROOT) -> str:
-    """What the installed package is made of: setup.py and every file of its packages."""
-    digest = hashlib.sha256((root / 'setup.py').read_bytes())
+def sources_hash(root: Path = ROOT) -> str:
+    """What the installed package is made of: every file of its packages."""
+    digest = hashlib.sha256()
     for package in PACKAGES:
         for path in sorted((root / package).rglob('*')):
             if path.is_file() and '__pycache__' not in path.parts:
@@ -60,20 +62,24 @@ def package_hash(root: Path = ROOT) -> str:
     return digest.hexdigest()[:16]
 
 
-def worker_venv(root: Path = ROOT, log=None) -> Path:
+def worker_venv(root: Path = ROOT) -> Path:
     """The cached virtualenv holding only the packaged project (and its dependencies)."""
     CACHE.mkdir(parents=True, exist_ok=True)
-    key = package_hash(root)
+    key = hashlib.sha256((root / 'setup.py').read_bytes()).hexdigest()[:16]
     venv = CACHE / key / 'venv'
+    python = str(venv / 'bin' / 'python')
+    stamp = venv.parent / f'package-{sources_hash(root)}'
     with open(CACHE / '.lock', 'w') as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)   # two test runs build it once
-        if (venv.parent / 'ready').exists():
+        if stamp.exists():
             return venv
-        for old in CACHE.iterdir():        # earlier package versions: no longer needed
-            if old.is_dir() and old.name != key:
-                shutil.rmtree(old, ignore_errors=True)
-        shutil.rmtree(venv.parent, ignore_errors=True)
-        venv.parent.mkdir(parents=True)
+        fresh = not (venv.parent / 'ready').exists()
+        if fresh:
+            for old in CACHE.iterdir():     # another setup.py's: no longer needed
+                if old.is_dir():
+                    shutil.rmtree(old, ignore_errors=True)
+            venv.parent.mkdir(parents=True)
+            _run([sys.executable, '-m', 'venv', str(venv)])
         with tempfile.TemporaryDirectory(prefix='c2s-sdist-') as build:
             source = Path(build) / 'src'
             source.mkdir()
@@ -82,16 +88,21 @@ def worker_venv(root: Path = ROOT, log=None) -> Path:
                 shutil.copytree(root / package, source / package,
                                 ignore=shutil.ignore_patterns('__pycache__'))
             _run([sys.executable, 'setup.py', '-q', 'sdist', '-d', str(Path(build) / 'dist')],
-                 cwd=source, log=log)
+                 cwd=source)
             sdist, = (Path(build) / 'dist').glob('*.tar.gz')
-            _run([sys.executable, '-m', 'venv', str(venv)], log=log)
-            _run([str(venv / 'bin' / 'python'), '-m', 'pip', 'install', '-q', str(sdist)],
-                 cwd=build, log=log)
+            if fresh:
+                _run([python, '-m', 'pip', 'install', '-q', str(sdist)], cwd=build)
+            else:   # the same dependencies: the project alone
+                _run([python, '-m', 'pip', 'install', '-q', '--no-deps', '--force-reinstall',
+                      str(sdist)], cwd=build)
+        for old in venv.parent.glob('package-*'):
+            old.unlink()
         (venv.parent / 'ready').touch()
+        stamp.touch()
         return venv
 
 
-def _run(argv, cwd=None, log=None) -> None:
+def _run(argv, cwd=None) -> None:
     done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=900,
                           env={k: v for k, v in os.environ.items() if k != 'PYTHONPATH'})
     if done.returncode:

@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from tests.s3_emulator import REGION, MotoServer
 from tests.secret_manager_fake import SecretManagerFake
 
 KEY = 'wk_isolated-workers-canary-7d1e'
+PROG = 'currents-to-segment'
 SECRET = 'projects/c2s-workers/secrets/segment-write-key/versions/3'
 BUCKET = 'runs'
 HOURS = ('2024-05-01-10', '2024-05-01-11', '2024-05-01-12')
@@ -243,7 +245,8 @@ def test_sigint_stops_the_workers_through_the_store_and_resume_sends_the_rest(
             run.kill()
     assert run.returncode == 130, err
     assert took < TIMEOUT + 30
-    assert 'SIGINT: stopping' in err and 'stopped by SIGINT' in err
+    assert 'SIGINT: stopping' in err and 'cancelling' not in err   # the workers stopped
+    assert f'{PROG}: stopped by SIGINT: ' in err and 'not recorded as done' in err
     assert 'progress ' in err and 'worker process' in err   # polled, with the job's state
     first = received_ids(receiver)
     assert ids['2024-05-01-10'] <= first and first != set().union(*ids.values())
@@ -251,7 +254,8 @@ def test_sigint_stops_the_workers_through_the_store_and_resume_sends_the_rest(
     resumed = launch(tmp_path, pool, moto, '--input', root, '--rejects', rejects, '--resume',
                      '--wave_hours', '1', *sending(receiver))
     assert resumed.returncode == 0, resumed.stderr
-    skipped = re.search(r'resume: (\d+) files in partitions completed by earlier runs', resumed.stdout)
+    skipped = re.search(r'resume: (\d+) files in partitions completed by earlier runs',
+                        resumed.stdout)
     assert skipped and int(skipped.group(1)) in (2, 4)   # one or two hours recorded, 2 files each
     assert received_ids(receiver) == set().union(*ids.values())
     assert not any('/live-' in k for k in keys_under(moto, 'stop/'))
@@ -317,3 +321,59 @@ def test_a_pool_that_cannot_start_workers_fails_in_seconds_with_the_job_state(
     assert 'the job ended in state FAILED on PortableRunner' in line
     assert "No such file or directory: 'python'" in line
     assert took < 60
+
+
+def test_workers_that_never_start_are_named_and_the_first_sigterm_ends_the_run(
+        tmp_path, currents, moto, receiver):
+    """The pool's `python` exits at once, so no SDK worker ever connects and Beam's job server
+    waits for one for good. The launcher says so after 30 s, and the first SIGTERM ends the
+    command within --segment_timeout + 30 s, the job cancelled through the runner."""
+    root, _ = currents
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    (bin_dir / 'python').write_text('#!/bin/sh\nexit 1\n')
+    (bin_dir / 'python').chmod(0o755)
+    stuck = WorkerPool(worker_venv(), tmp_path / 'stuck', {'PATH': f'{bin_dir}:/usr/bin:/bin'})
+    with stuck.start():
+        run = subprocess.Popen(
+            argv(stuck, moto, '--input', root, '--rejects', f's3://{BUCKET}/stuck',
+                 '--segment_timeout', TIMEOUT, '--progress_seconds', '5', *sending(receiver)),
+            cwd=tmp_path, env=launcher_env(moto), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+        try:
+            stderr = Lines(run.stderr)
+            wait_for(lambda: 'no worker process has started' in stderr.text(), 60,
+                     'the line naming the missing workers')
+            run.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            run.wait(TIMEOUT + 30)
+            took = time.monotonic() - signalled
+        finally:
+            if run.poll() is None:
+                run.kill()
+    err = stderr.text(wait=True)
+    assert run.returncode == 143, err
+    assert took < TIMEOUT + 30
+    assert 'no worker process has started after 30 s (job RUNNING)' in err
+    assert 'no live metrics from the runner yet' in err and '0 worker processes started' in err
+    assert f'the job did not end within {TIMEOUT + 15} s of SIGTERM: cancelling it' in err
+    assert 'stopped by SIGTERM; nothing of this wave is recorded as done' in err
+    assert receiver.messages() == []
+
+
+class Lines:
+    """A child's output read as it comes, by a thread (a silent child never blocks a test)."""
+
+    def __init__(self, stream):
+        self.lines = []
+        self.thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self.thread.start()
+
+    def _read(self, stream):
+        for line in stream:
+            self.lines.append(line)
+
+    def text(self, wait=False) -> str:
+        if wait:
+            self.thread.join(10)
+        return ''.join(self.lines)
