@@ -13,8 +13,11 @@ workers) or any runner not known to be local, except Dataflow which keeps its ow
   few seconds (transforms/progress.py): they stop reading and sending, and the job ends with
   what it has, recorded for --resume as a local run's. If it has not ended within
   --segment_timeout + STOP_MARGIN seconds, the job is cancelled through the runner
-  (`PipelineResult.cancel()`), so the command always ends within --segment_timeout + 30 s.
+  (`PipelineResult.cancel()`). Should even that not return (a runner that does not answer, a
+  submission still under way), the launcher leaves on its own at --segment_timeout + 28 s: the
+  command always ends within --segment_timeout + 30 s of the first signal.
 """
+import os
 import threading
 import time
 from typing import Callable, Optional
@@ -22,7 +25,7 @@ from typing import Callable, Optional
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions
 
-from pipeline.cli import PROG, stop_reason
+from pipeline.cli import EXIT_SIGNAL_BASE, PROG, stop_reason
 from pipeline.progress import ProgressMonitor, StopOnSignal, dataflow_poll
 from pipeline.runners import classify
 from transforms.progress import WORKER_PREFIX, LiveChannel
@@ -30,6 +33,7 @@ from transforms.progress import WORKER_PREFIX, LiveChannel
 STOP_MARGIN = 15.0        # after --segment_timeout: the workers' next look at the marker, flushing
 CANCEL_SECONDS = 10.0     # how long the runner's cancel may take before the command leaves anyway
 NO_WORKER_SECONDS = 30.0  # a job with no worker process started by then gets a line saying so
+LEAVE_MARGIN = 3.0        # after the stop margin and the cancel: the launcher leaves regardless
 LIVE_FOLDER = 'live-'
 
 
@@ -68,6 +72,7 @@ class RemoteRun:
         self._workers = 0
         self._workers_asked = 0.0
         self.cancelled = False
+        self.closed = threading.Event()
 
     @classmethod
     def for_run(cls, settings, options: PipelineOptions, console,
@@ -79,7 +84,21 @@ class RemoteRun:
             return None
         run = cls(settings, options, console, on_second)
         run.stop.install()
+        threading.Thread(target=run._leave_at_the_deadline, name='stop-deadline',
+                         daemon=True).start()
         return run
+
+    def _leave_at_the_deadline(self) -> None:
+        """Ends the command if it is still here --segment_timeout + 28 s after the first signal
+        (the bounded wait and the cancel should have ended it by then)."""
+        while not self.closed.wait(0.5):
+            asked = self.stop.requested_at
+            deadline = self.grace + CANCEL_SECONDS + LEAVE_MARGIN
+            if asked is not None and time.monotonic() - asked >= deadline:
+                self._say(f'error: the run did not end within {deadline:.0f} s of '
+                          f'{self.stop.name}: leaving now; nothing of this wave is recorded as '
+                          f'done: rerun with --resume')
+                os._exit(EXIT_SIGNAL_BASE + self.stop.signum)
 
     # -- what the workers said ---------------------------------------------------------------
     def workers_started(self, fresh_after: float = 10.0) -> int:
@@ -186,6 +205,7 @@ class RemoteRun:
     def close(self) -> None:
         """Restores the signal handlers and removes the run's live folder from the store (the
         stop marker stays after a cancel, for workers a runner might not have stopped)."""
+        self.closed.set()
         self.stop.close()
         try:
             found = [m.path for m in FileSystems.match(

@@ -156,8 +156,12 @@ def test_a_full_run_delivers_everything_and_writes_where_the_launcher_said(
         tmp_path, currents, pool, moto, secret_manager, receiver):
     root, ids = currents
     read_before = len(secret_manager.accessed)
+    started_before = pool.log().count('Starting worker with command')
+    # Worker processes as a local run would fork warm: here the pool starts them (as many as
+    # Beam's embedded job server asks for), never the launcher.
     done = launch(tmp_path / 'launcher', pool, moto, '--input', root,
                   '--rejects', f's3://{BUCKET}/full/rejects', '--summary_output', 'summary.json',
+                  '--direct_num_workers', '2', '--direct_running_mode', 'multi_processing',
                   *sending(receiver))
     assert done.returncode == 0, done.stderr
     everything = set().union(*ids.values())
@@ -167,7 +171,7 @@ def test_a_full_run_delivers_everything_and_writes_where_the_launcher_said(
     assert (summary['read'], summary['sent'], summary['dropped_no_external_user_id'],
             summary['rejected']) == (244, 240, 4, 0)
     assert len(secret_manager.accessed) > read_before   # the workers read the key in setup()
-    assert 'Starting worker with command' in pool.log()  # the pool's processes did the work
+    assert pool.log().count('Starting worker with command') > started_before
     assert 'local run:' not in done.stdout                # no warm-worker fork server
     assert not any('/live-' in key for key in keys_under(moto, 'full/'))   # cleaned up
     assert_workers_left_nothing_behind(pool)
@@ -271,9 +275,12 @@ def test_the_workers_read_the_write_key_from_aws_secrets_manager(tmp_path, curre
     done = launch(tmp_path, pool, moto, '--input', root, '--rejects',
                   f's3://{BUCKET}/aws-secret/rejects', '--start', '2024-05-01-10', '--end',
                   '2024-05-01-11', '--segment_endpoint', receiver.url,
-                  '--segment_write_key_secret', arn)
+                  '--segment_write_key_secret', arn,
+                  env=launcher_env(moto, AWS_ENDPOINT_URL_SECRETS_MANAGER=moto.url))
+    # the workers reach moto's Secrets Manager through endpoint_url in their ~/.aws/config
     assert done.returncode == 0, done.stderr
     assert received_ids(receiver) == ids['2024-05-01-10']
+    assert_clean(done.stdout, done.stderr)
 
 
 # ----------------------------------------------------------------------- runs refused early

@@ -413,3 +413,39 @@ def test_the_live_folder_is_removed_when_the_run_ends_but_a_cancelled_stop_marke
     remote.close()
     assert deleted == ['gs://b/rej/live-r1/worker-h-1-a']
     assert not os.path.exists(remote.stop.path)
+
+
+def test_the_launcher_leaves_on_its_own_at_the_timeout_plus_28_s(monkeypatch, fake_store):
+    """Even a runner that never answers (a hung submission or cancel) cannot keep the command:
+    the first signal ends it within --segment_timeout + 30 s."""
+    assert (remote_module.STOP_MARGIN, remote_module.CANCEL_SECONDS,
+            remote_module.LEAVE_MARGIN) == (15.0, 10.0, 3.0)   # 15 + 10 + 3 = 28 < 30
+    exits = []
+    monkeypatch.setattr(remote_module.os, '_exit', exits.append)
+    monkeypatch.setattr(remote_module, 'CANCEL_SECONDS', 0.0)
+    monkeypatch.setattr(remote_module, 'LEAVE_MARGIN', 0.0)
+    remote, console = _remote()
+    remote.grace = 0.7
+    remote.stop.request(15)
+    threading.Thread(target=remote._leave_at_the_deadline, daemon=True).start()
+    time.sleep(0.4)
+    assert exits == []                      # not before the deadline
+    time.sleep(0.9)
+    remote.closed.set()
+    assert exits[:1] == [143]
+    assert 'the run did not end within 1 s of SIGTERM: leaving now' in console.getvalue()
+
+
+def test_the_deadline_watch_ends_with_the_run(monkeypatch, fake_store):
+    exits = []
+    monkeypatch.setattr(remote_module.os, '_exit', exits.append)
+    remote, _ = _remote()
+    remote.grace = 0.0
+    watch = threading.Thread(target=remote._leave_at_the_deadline, daemon=True)
+    watch.start()
+    remote.close()
+    watch.join(2)
+    assert not watch.is_alive()
+    remote.stop.request(2)
+    time.sleep(0.7)
+    assert exits == []
