@@ -449,3 +449,20 @@ def test_the_deadline_watch_ends_with_the_run(monkeypatch, fake_store):
     remote.stop.request(2)
     time.sleep(0.7)
     assert exits == []
+
+
+@pytest.mark.parametrize('argv, said', [
+    (['--input', 'in', '--rejects', 'gs://b/r', '--follow'],
+     '--follow runs locally; on PortableRunner launch --since_last_run on a schedule'),
+    (['replay', '--rejects', 'rej'], '--rejects /'),
+])
+def test_follow_and_a_local_replay_are_refused_on_remote_workers(tmp_path, monkeypatch, capsys,
+                                                                 argv, said):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv('SEGMENT_WRITE_KEY', 'k')
+    (tmp_path / 'in').mkdir()
+    assert run([*argv, '--runner', 'PortableRunner', '--environment_type', 'EXTERNAL',
+                '--environment_config', '127.0.0.1:1'], out=io.StringIO()) == 2
+    line, = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f'currents-to-segment: error: {said}')
+    assert not (tmp_path / 'rej').exists()
