@@ -128,6 +128,8 @@ class WorkerPool:
                 'TMPDIR': str(self.tmp), 'LANG': 'C.UTF-8', **self.extra_env}
 
     def start(self) -> 'WorkerPool':
+        if self._proc is not None:   # `with pool.start():` enters a started pool
+            return self
         for folder in (self.cwd, self.home, self.tmp):
             folder.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, 'w')
