@@ -20,6 +20,7 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOpt
 from pipeline.builder import is_dataflow
 from pipeline.paths import UsageError
 from pipeline.progress import SIGNAL_NAMES
+from pipeline.runners import check_remote_key
 from pipeline.summary import Summary
 from transforms.segment_client import SegmentConfigurationError
 from transforms.write_key import WriteKeyMissing
@@ -84,6 +85,7 @@ def check_sending_setup(settings, options: PipelineOptions) -> None:
             raise UsageError('--max_events_per_second on Dataflow is divided between workers: '
                              'set --max_num_workers (or --num_workers)')
     elif not settings.key_source.secret_name:
+        check_remote_key(settings, options)   # workers elsewhere: no SEGMENT_WRITE_KEY there
         settings.key_source.resolve()  # fail before reading anything if no key is set
 
 class Console:

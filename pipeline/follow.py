@@ -8,12 +8,12 @@ half-recorded, then prints the cumulative summary and exits 0.
 import signal
 import time
 
-from pipeline.builder import is_dataflow
 from pipeline.cli import EXIT_OK, check_sending_setup, finish, run_failed
 from pipeline.incremental import (advance_window, lag_text, new_files, release, take_lock,
                                   wave_summary, window_for)
 from pipeline.listing import DELIVERED, input_pattern
 from pipeline.paths import UsageError
+from pipeline.runners import classify
 from pipeline.summary import Summary
 from pipeline.waves import make_waves, wave_size
 
@@ -81,9 +81,10 @@ def settled(files, stamps, now: float, seconds: float = SETTLE_SECONDS):
 
 def follow(settings, options, argv, out) -> int:
     from pipeline.local_runner import start_warm_workers, worker_runner
-    if is_dataflow(options):
-        raise UsageError('--follow runs locally; on Dataflow launch --since_last_run on a '
-                         'schedule (README, "Keeping Segment fed")')
+    kind = classify(options)
+    if not kind.local:   # its stop and progress need workers that share this machine
+        raise UsageError(f'--follow runs locally; on {kind.name} launch --since_last_run on a '
+                         f'schedule (README, "Keeping Segment fed")')
     check_sending_setup(settings, options)
     pattern = input_pattern(settings.input)
     wave_hours = wave_size(settings.wave_hours, settings.wave_mb, False, False)

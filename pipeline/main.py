@@ -27,6 +27,7 @@ from pipeline.options import (CurrentsToSegmentOptions, DefaultsHelpFormatter, a
 from pipeline.paths import UsageError, hour_from_path
 from pipeline.plan import make_plan, plan_text, skip_reasons
 from pipeline.resume import completed_partitions
+from pipeline.runners import settle_paths
 from pipeline.running import run_waves
 from pipeline.stores import prepare_stores
 from pipeline.summary import Summary
@@ -165,6 +166,7 @@ def _run(argv, out) -> int:
             raise UsageError('--resume reads what earlier runs recorded under --rejects: '
                              'give the same --rejects')
         local_runner_options(options)
+        settle_paths(settings, options)   # absolute local paths; none that remote workers write
         honour_no_auth(options)
         prepare_stores(settings, options, is_dataflow(options))
         check_report_output(settings, options)

@@ -3,8 +3,9 @@
 Workers report running totals as UDP datagrams on loopback (transforms/progress.py); this
 module receives them, prints a line every --progress_seconds, and turns the first SIGINT or
 SIGTERM into a stop request the workers see (a file), a second one into an immediate exit.
-On Dataflow (with --wait) the workers cannot reach the launcher: the job's attempted counters
-are polled instead (`poll`).
+On Dataflow (with --wait) and other runners whose workers may be elsewhere the workers cannot
+reach the launcher: the job's counters are polled instead (`poll`), and the stop request is an
+object on the rejects store (pipeline/remote.py).
 """
 import json
 import os
@@ -80,16 +81,21 @@ class ProgressMonitor:
     """Receives the workers' datagrams and prints a progress line every `period` seconds."""
 
     def __init__(self, period: float, files_total: int, estimate: Union[int, Callable[[], int]],
-                 throttle: float, out, poll: Optional[Callable[[], Dict[str, float]]] = None):
+                 throttle: float, out, poll: Optional[Callable[[], Dict[str, float]]] = None,
+                 status: Optional[Callable[[], str]] = None,
+                 no_metrics: str = 'no live metrics from the runner yet'):
         """`estimate`: the events expected, or what works them out, called by the first
         progress line (reading a block header per event type: off the launcher's way to the
-        workers)."""
+        workers). `status`: the job as its runner sees it, for polled runs ('job RUNNING, ...'),
+        shown in every line and instead of zeros while the runner has no counters."""
         self.period = period
         self.files_total = files_total
         self._estimate = estimate
         self.throttle = throttle
         self.out = out
         self.poll = poll
+        self.status = status
+        self.no_metrics = no_metrics
         self.by_reporter: Dict[str, Dict[str, float]] = {}
         self.seq: Dict[str, int] = {}
         self.lock = threading.Lock()
@@ -153,6 +159,15 @@ class ProgressMonitor:
     def line(self) -> str:
         now = time.monotonic()
         totals = self.totals()
+        if self.status is not None:
+            status = _quietly(self.status, 'job state unknown')
+            if not totals:
+                elapsed = format_duration(now - self.started)
+                return f'progress {elapsed}: {status}; {self.no_metrics}'
+            return f'{self._counters_line(now, totals)} | {status}'
+        return self._counters_line(now, totals)
+
+    def _counters_line(self, now: float, totals: Dict[str, float]) -> str:
         done = sum(totals.get(k, 0) for k in (live.SENT, live.DROPPED, live.REJECTED))
         recent = (done - self.last_done) / max(now - self.last_time, 1e-6)
         self.last_done, self.last_time = done, now
@@ -189,12 +204,26 @@ class ProgressMonitor:
             self.sock = None
 
 
+def _quietly(ask: Callable[[], str], otherwise: str) -> str:
+    try:
+        return ask()
+    except Exception:   # noqa: BLE001 - a runner that cannot answer only costs a detail
+        return otherwise
+
+
 def dataflow_poll(result) -> Callable[[], Dict[str, float]]:
-    """A Dataflow job's attempted counters, named as the workers' live totals."""
+    """A running job's counters (attempted where the runner has them), named as the workers'
+    live totals: Dataflow's, and any runner's whose result answers `metrics()` while it runs.
+
+    Beam's PortableRunner result keeps the first answer for good, even one taken before any
+    counter existed: each poll asks its job service again.
+    """
     from apache_beam.metrics.metric import MetricsFilter
     from transforms import counts
 
     def poll() -> Dict[str, float]:
+        if getattr(result, '_metrics', None) is not None and hasattr(result, '_job_service'):
+            result._metrics = None
         query = result.metrics().query(MetricsFilter().with_namespace(counts.NAMESPACE))
         totals: Dict[str, float] = {}
         for c in query['counters']:
@@ -204,21 +233,27 @@ def dataflow_poll(result) -> Callable[[], Dict[str, float]]:
                     counts.FILES_READ: live.FILES_DONE, counts.FILES_REJECTED: live.FILES_DONE,
                     'requests_by_status': live.STATUS_PREFIX + key}.get(kind)
             if name:
-                totals[name] = totals.get(name, 0) + (c.attempted or 0)
+                totals[name] = totals.get(name, 0) + (c.attempted or c.committed or 0)
         return totals
     return poll
 
 
 class StopOnSignal:
     """First SIGINT/SIGTERM: ask the workers to stop (a file they look for) and let the run
-    finish what is in flight; a second one: leave at once."""
+    finish what is in flight; a second one: leave at once.
 
-    def __init__(self, console, on_second: Callable[[int], None]):
+    `marker`: for workers elsewhere, the stop request is this object on a store (written from
+    a thread, so the handler returns at once even if the store is slow)."""
+
+    def __init__(self, console, on_second: Callable[[int], None], marker: Optional[str] = None):
         self.console = console
         self.on_second = on_second
-        self.folder = tempfile.mkdtemp(prefix='currents-to-segment-run-')
-        self.path = os.path.join(self.folder, 'stop')
+        self.folder = None if marker else tempfile.mkdtemp(prefix='currents-to-segment-run-')
+        self.path = marker or os.path.join(self.folder, 'stop')
         self.signum: Optional[int] = None
+        self.requested_at: Optional[float] = None
+        self.marked = threading.Event()
+        self.note = ''   # what else the stop does, for the line the first signal prints
         self.previous = {}
 
     @property
@@ -233,8 +268,28 @@ class StopOnSignal:
 
     def request(self, signum: int) -> None:
         self.signum = signum
+        self.requested_at = time.monotonic()
+        if self.folder is None:
+            threading.Thread(target=self._mark_store, args=(signum,), daemon=True,
+                             name='stop-marker').start()
+            return
         with open(self.path, 'w') as f:
             f.write(f'{signum}\n')
+        self.marked.set()
+
+    def _mark_store(self, signum: int) -> None:
+        from apache_beam.io.filesystems import FileSystems
+        try:
+            with FileSystems.create(self.path) as f:
+                f.write(f'{signum}\n'.encode('ascii'))
+            self.marked.set()
+        except Exception as exc:   # noqa: BLE001 - the runner's cancel still ends the job
+            try:
+                print(f'could not write the stop request {self.path} ({type(exc).__name__}): '
+                      f'the job is cancelled through the runner instead', file=self.console,
+                      flush=True)
+            except (OSError, ValueError):
+                pass
 
     def _handle(self, signum, frame):
         if self.signum is not None:
@@ -243,8 +298,8 @@ class StopOnSignal:
         self.request(signum)
         try:
             print(f'{SIGNAL_NAMES.get(signum, signum)}: stopping: no new requests; waiting for '
-                  f'those in flight, then writing the rejects and the summary (again to exit '
-                  f'at once)', file=self.console, flush=True)
+                  f'those in flight, then writing the rejects and the summary{self.note} (again '
+                  f'to exit at once)', file=self.console, flush=True)
         except (OSError, ValueError):
             pass
 
@@ -252,7 +307,8 @@ class StopOnSignal:
         for signum, handler in self.previous.items():
             signal.signal(signum, handler)
         self.previous = {}
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def live_channel(monitor: Optional[ProgressMonitor], stop: Optional[StopOnSignal]) -> LiveChannel:

@@ -40,6 +40,7 @@ from pipeline.options import (OPTIONS, REPLAY_OPTIONS, CurrentsToSegmentOptions,
 from pipeline.paths import UsageError, is_glob
 from pipeline.summary import ALREADY_REPLAYED, NOT_REPLAYED, NOT_SELECTED, Summary
 from transforms import counts
+from transforms.credentials import BareWorkerFilesystemsFn
 from transforms.deliver import EVENTS, MESSAGES, DeliverToSegment
 from transforms.events import BY_CURRENTS_TYPE
 from transforms.mapping import serialize
@@ -47,6 +48,7 @@ from transforms.model import (INVALID_RECORD, REASONS, UNREADABLE_FILE, Currents
                               Reject, SegmentMessage)
 from transforms.profiles import CURRENT_EVENTS, PROFILES, currents_types
 from pipeline.resume import input_identity
+from pipeline.runners import settle_paths
 from transforms.read import REJECTS, ReadCurrentsFileFn
 
 RECORDS, FILES, HANDLED = 'records', 'files', 'handled'
@@ -356,7 +358,11 @@ def build_replay(settings, paths: ReplayPaths, reasons, options: PipelineOptions
     """Rejects (minus those replayed already) → parsed → delivered through the same step as a
     run (DeliverToSegment); the keys of the lines handled → this replay's pending record."""
     p = beam.Pipeline(options=options)
-    lines = p | 'ReadRejects' >> beam.io.ReadFromText(paths.pattern)
+    # Beam's file reads list the pattern on a worker: a step of ours comes first, so a worker
+    # started without the job's options has filesystems to list with (transforms/credentials.py)
+    lines = (p | 'RejectsPattern' >> beam.Create([paths.pattern])
+             | 'StoreDefaults' >> beam.ParDo(BareWorkerFilesystemsFn())
+             | 'ReadRejects' >> beam.io.ReadAllFromText())
     if skip_replayed:
         lines = lines | 'SkipReplayed' >> SkipReplayed(paths.records)
     parsed = lines | 'Parse' >> beam.ParDo(ParseRejectFn(
@@ -501,6 +507,7 @@ def run_replay(argv: List[str], out=None) -> int:
         reasons = _parse_reasons(known.reasons)
         local_runner_options(options)
         honour_no_auth(options)
+        settle_paths(settings, options)   # remote workers read and write under --rejects
         prepare_stores(settings, options, is_dataflow(options))
         check_summary_writable(settings.summary_output)
         paths = ReplayPaths.of(settings.rejects, settings.run_id)

@@ -23,6 +23,7 @@ from pipeline.listing import DELIVERED
 from pipeline.plan import estimate_events
 from pipeline.progress import (SIGNAL_NAMES, ProgressMonitor, StopOnSignal, dataflow_poll,
                                live_channel)
+from pipeline.remote import RemoteRun
 from pipeline.resume import manifest_dir
 from pipeline.summary import LISTED, NOT_STARTED, Summary
 from pipeline.waves import largest_first, partitions_of
@@ -117,13 +118,18 @@ def run_waves(settings, options, listing, waves, detached, out, runner=None, und
                 workers.close()
             os._exit(EXIT_SIGNAL_BASE + signum)
 
+    # Workers that may be elsewhere: progress from the runner, stop through the store
+    # (pipeline/remote.py).
+    remote = RemoteRun.for_run(settings, options, console, leave_now, detached)
+    local = local and remote is None
     stop = StopOnSignal(console, leave_now).install() if local and not detached else None
+    stop = remote.stop if remote else stop
     monitor = None
     if local and settings.progress_seconds > 0:
         monitor = ProgressMonitor(settings.progress_seconds, len(listing.files),
                                   lambda: estimate_events(listing.files or listing.sample or []),
                                   settings.max_events_per_second, console).start()
-    live = live_channel(monitor, stop)
+    live = remote.live if remote else live_channel(monitor, stop)
     try:
         started = 0
         for number, wave in enumerate(waves):
@@ -147,7 +153,9 @@ def run_waves(settings, options, listing, waves, detached, out, runner=None, und
                     return EXIT_OK
                 ran = True
                 result = p.run()
-                if not detached:
+                if remote:
+                    remote.wait(result, len(wave))
+                elif not detached:
                     _wait(result, settings, wave, local, console)
                 if detached:
                     job = getattr(result, 'job_id', lambda: '?')()
@@ -187,7 +195,9 @@ def run_waves(settings, options, listing, waves, detached, out, runner=None, und
     finally:
         if monitor is not None:
             monitor.close()
-        if stop is not None:
+        if remote is not None:
+            remote.close()
+        elif stop is not None:
             stop.close()
 
 def _wait(result, settings, wave, local, console) -> None:

@@ -40,7 +40,8 @@ if os.environ.get('CI'):
 # Whole modules that belong to the slow tier (emulators, subprocess runs of the tool, fresh
 # installs, large corpora); single slow tests elsewhere carry @pytest.mark.slow themselves.
 SLOW_MODULES = {'test_gcs', 'test_reliability', 'test_dataflow', 'test_bench_smoke',
-                'test_local_workers', 'test_fuzz', 'test_cli', 'test_operator_surface'}
+                'test_local_workers', 'test_fuzz', 'test_cli', 'test_operator_surface',
+                'test_isolated_workers', 'test_history_scaling', 'test_resend'}
 
 
 # Single tests of otherwise fast modules that run the whole tool on a corpus for seconds.

@@ -194,7 +194,7 @@ def test_a_segment_cut_short_by_a_crash_only_resends_its_files(tmp_path, monkeyp
     (['--follow', '--plan'], '--follow runs until stopped'),
     (['--follow', '--poll_seconds', '0'], '--poll_seconds must be positive'),
     (['--follow', '--runner', 'DataflowRunner', '--project', 'p', '--region', 'r',
-      '--temp_location', 'gs://b/t'], '--follow runs locally'),
+      '--temp_location', 'gs://b/t', '--rejects', 'gs://b/r'], '--follow runs locally'),
 ])
 def test_incremental_usage_errors_are_one_line(tmp_path, monkeypatch, capsys, extra, reason):
     monkeypatch.setenv('SEGMENT_WRITE_KEY', KEY)

@@ -19,6 +19,7 @@ import os
 import threading
 from typing import Callable, Dict, Mapping, NamedTuple, Optional
 
+from apache_beam.transforms.core import DoFn
 from apache_beam.utils.plugin import BeamPlugin
 
 from transforms.secrets import (AWS_CREDENTIAL_VARS, SecretUnreadable, forget_aws_chain_env,
@@ -113,6 +114,7 @@ class StoreCredentials(NamedTuple):
         Returns {secret name: what it now provides} (no secret values).
         """
         share_botocore_loader()
+        bare_worker_filesystems()
         with _lock:
             if self.aws_secret and self.aws_secret not in _installed:
                 env = parse_aws_secret(read_store_secret(self.aws_secret, client_factories),
@@ -130,6 +132,30 @@ class StoreCredentials(NamedTuple):
 
     def __bool__(self) -> bool:
         return bool(self.aws_secret or self.azure_secret)
+
+
+def bare_worker_filesystems() -> None:
+    """Beam's default settings for its filesystems in a worker started without the job's
+    pipeline options, as Beam's plain worker pool (worker_pool_main) starts them: its S3 and
+    Azure filesystems refuse to work with none. They then take the endpoint, region and
+    credentials from the worker's own environment and config files (boto3's and Azure's
+    chains). A no-op wherever options were given (the launcher, Dataflow, SDK containers)."""
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.options.value_provider import RuntimeValueProvider
+    if FileSystems._pipeline_options is None and RuntimeValueProvider.runtime_options is None:
+        FileSystems.set_options(PipelineOptions([]))
+
+
+class BareWorkerFilesystemsFn(DoFn):
+    """Passes elements through; its setup() runs `bare_worker_filesystems` first, for a stage
+    whose other steps are Beam's own file reads."""
+
+    def setup(self):
+        bare_worker_filesystems()
+
+    def process(self, element):
+        yield element
 
 
 def forget_installed() -> None:

@@ -9,6 +9,12 @@ lost datagram is superseded by the next, since each carries totals, not deltas).
 The stop request goes the other way as a file: the launcher creates it on SIGINT/SIGTERM; the
 DoFns look for it (at most every 0.2 s) and then stop reading and sending. Events not processed
 are simply not recorded as done, so `--resume` sends them later.
+
+Workers that may be on other machines (pipeline/runners.py) cannot reach the launcher's loopback
+address or disk: they report nothing (the launcher polls the runner's metrics instead) and the
+stop request is an object on the run's rejects store, which a background thread of each worker
+process looks for every few seconds (StoreStopSignal); that thread also leaves one object saying
+the process started, so the launcher can tell a job whose workers never came up.
 """
 import json
 import os
@@ -18,9 +24,13 @@ import time
 import uuid
 from typing import Dict, NamedTuple, Optional, Tuple
 
+from transforms.credentials import bare_worker_filesystems
+
 FLUSH_SECONDS = 0.25
 CHECK_SECONDS = 0.2
+STORE_CHECK_SECONDS = 3.0   # a store read per worker process this often, not per element
 MAX_DATAGRAM = 60000
+WORKER_PREFIX = 'worker-'   # beside a store stop marker: one object per started worker process
 
 
 class LiveChannel(NamedTuple):
@@ -29,9 +39,11 @@ class LiveChannel(NamedTuple):
     stop_path: Optional[str] = None             # exists once the launcher asks to stop
 
     def reporter(self) -> 'Reporter':
+        bare_worker_filesystems()   # every DoFn's setup() comes here first
         return reporter_for(self.address)
 
     def stop(self) -> 'StopSignal':
+        bare_worker_filesystems()
         return stop_signal_for(self.stop_path)
 
 
@@ -130,11 +142,45 @@ class StopSignal:
             time.sleep(min(left, CHECK_SECONDS))
 
 
+class StoreStopSignal(StopSignal):
+    """The stop marker as an object on a store (gs://, s3://, azfs://) that remote workers
+    reach: one background thread per process looks for it every STORE_CHECK_SECONDS, so
+    `is_set()` costs a flag read. It first leaves `worker-<host>-<pid>-<id>` beside the marker:
+    the launcher counts those to tell a job whose workers never started."""
+
+    def __init__(self, path: str, check_seconds: float = STORE_CHECK_SECONDS):
+        super().__init__(path)
+        self.check_seconds = check_seconds
+        self.thread = threading.Thread(target=self._watch, name='stop-watch', daemon=True)
+        self.thread.start()
+
+    def is_set(self) -> bool:
+        return self.stopped
+
+    def _watch(self) -> None:
+        from apache_beam.io.filesystems import FileSystems
+        folder = self.path.rsplit('/', 1)[0]
+        announced = False
+        while not self.stopped:
+            try:
+                if not announced:
+                    FileSystems.create(f'{folder}/{WORKER_PREFIX}{socket.gethostname()}-'
+                                       f'{os.getpid()}-{uuid.uuid4().hex[:6]}').close()
+                    announced = True
+                self.stopped = FileSystems.exists(self.path)
+            except Exception:   # noqa: BLE001 - a store hiccup only delays the next look
+                pass
+            if not self.stopped:
+                time.sleep(self.check_seconds)
+
+
 def stop_signal_for(path: Optional[str]) -> StopSignal:
+    """One per process and marker: a file on this machine, or an object on a store."""
     with _lock:
         found = _stops.get(path)
         if found is None:
-            found = _stops[path] = StopSignal(path)
+            kind = StoreStopSignal if path and '://' in path else StopSignal
+            found = _stops[path] = kind(path)
         return found
 
 
