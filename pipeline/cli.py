@@ -199,10 +199,13 @@ def exit_decision(d: dict, balanced: bool, rejects: str, signum: Optional[int] =
         name = SIGNAL_NAMES.get(signum, str(signum))
         left = d.get('not_sent_stopped', 0)
         files = d.get('files_not_read_stopped', 0) + files_not_started
+        again = d.get('unfinished_events', 0)
         return EXIT_SIGNAL_BASE + signum, (
-            f'stopped by {name}: {d["sent"]:,} events sent; {left:,} read but not sent and '
-            f'{files:,} files not read are not recorded as done: rerun with --resume to send '
-            f'them')
+            f'stopped by {name}: {d["sent"]:,} events sent; {d.get("recorded_files", 0):,} '
+            f'files ({d.get("recorded_events", 0):,} events) recorded as done; rerun with '
+            f'--resume to send the rest: {d.get("unfinished_files", 0):,} files part way '
+            f'({again:,} of their events again), {left:,} events read but not sent, {files:,} '
+            f'files not read')
     if not balanced:
         return EXIT_FAILED, 'the summary does not balance (read != dropped + sent + rejected)'
     delivery = {r: n for r, n in d['rejected_by_reason'].items() if r in DELIVERY_REASONS and n}

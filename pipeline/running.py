@@ -110,8 +110,9 @@ def run_waves(settings, options, listing, waves, detached, out, runner=None, und
 
     def leave_now(signum):
         try:
-            print(f'{PROG}: {SIGNAL_NAMES.get(signum, signum)} again: stopped at once; '
-                  f'nothing is recorded as done, rerun with --resume', file=console, flush=True)
+            print(f'{PROG}: {SIGNAL_NAMES.get(signum, signum)} again: stopped at once; the '
+                  f'files recorded as done so far stay done, rerun with --resume', file=console,
+                  flush=True)
         finally:
             _remove_beam_temp_folders(settings.rejects)
             if workers:
