@@ -156,9 +156,12 @@ def list_input(input_path: str, selector: FileSelector, skip: Skip = Skip(), opt
 
 
 def _for_workers(units, layout, counter, sample=None) -> Listing:
+    """Units the workers list: 'hours' units cut into months (they list them in parallel),
+    the files found on the way as 'file' units."""
     files = [Unit('file', path, event_type=None, size=size, stamp=stamp)
              for path, size, stamp in layout.files]
-    return Listing([], {}, {}, units=list(units) + files, requests=counter.requests,
+    units = [piece for unit in units for piece in stores.split_unit(unit, stores.UNIT_DAYS)]
+    return Listing([], {}, {}, units=units + files, requests=counter.requests,
                    objects=counter.objects, types_skipped=tuple(sorted(set(layout.types_skipped))),
                    sample=[(p, None, s) for p, s, _ in sample] if sample else None)
 

@@ -195,7 +195,8 @@ def _run(argv, out) -> int:
         undated = undated_files(listing, settings.selector)
         if settings.plan:
             plan = make_plan(listing, waves_by, settings.max_events_per_second,
-                             settings.mapping, settings.selector.event_types, undated)
+                             settings.mapping, settings.selector.event_types, undated, options,
+                             settings.selector.start, settings.selector.end)
             print(plan_text(plan, settings.max_events_per_second), file=out, flush=True)
             return EXIT_OK
         check_sending_setup(settings, options)

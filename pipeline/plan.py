@@ -96,9 +96,22 @@ def sample_listing(listing, options=None) -> Tuple[List[Tuple[str, Optional[str]
     return files, hours(chosen) / max(1.0, hours(hourly))
 
 
+def plan_gaps(files, rows: dict, mapping: str, start=None, end=None) -> List[str]:
+    """The gaps the listing shows (pipeline/coverage.py), one line each: hours of an event with
+    no file between hours with files, an event that stops or starts late in the range."""
+    from pipeline.coverage import gaps_from_hours
+    hours: Dict[str, set] = {}
+    for path, event_type, _ in files:
+        hour = hour_from_path(path)
+        if hour is not None and event_type:
+            hours.setdefault(row_name(mapping, event_type), set()).add(hour)
+    events = {name: row['events_estimate'] for name, row in rows.items()}
+    return [gap.text for gap in gaps_from_hours(hours, events, start, end)]
+
+
 def make_plan(listing, wave_size, max_events_per_second: float, mapping: str = CLASSIC,
               event_types: Optional[FrozenSet[str]] = None, undated: int = 0,
-              options=None) -> dict:
+              options=None, start=None, end=None) -> dict:
     """What a run of this listing would do. `wave_size`: a waves.WaveSize (or an int of hours),
     as the run would cut its input. A range the workers list is estimated from a sample of its
     units (the plan says so)."""
@@ -160,7 +173,22 @@ def make_plan(listing, wave_size, max_events_per_second: float, mapping: str = C
         'event_types_not_selected': list(listing.types_skipped),
         'listed_by_workers': (None if not listing.on_workers else
                               {'units': len(listing.units), 'sampled_share': round(share, 4)}),
+        # From a whole listing only: a sample of a range the workers list has holes of its own.
+        'gaps': None if listing.on_workers else plan_gaps(files, rows, mapping, start, end),
     }
+
+
+def gap_lines(gaps: Optional[List[str]], limit: int = 20) -> List[str]:
+    if gaps is None:
+        return ['gaps: not looked for in a range the workers list (plan a shorter range)']
+    if not gaps:
+        return ['gaps: none (every event type has files in every hour between its first and '
+                'last, and over the whole range)']
+    lines = [f'gaps: {len(gaps)} (see README, "Report and gaps")']
+    lines += [f'  {text}' for text in gaps[:limit]]
+    if len(gaps) > limit:
+        lines.append(f'  ... {len(gaps) - limit} more')
+    return lines
 
 
 def _duration(seconds: Optional[float]) -> str:
@@ -193,6 +221,7 @@ def plan_text(plan: dict, rate: float) -> str:
              *([f'listed by the workers: {workers["units"]} units; the figures above are '
                 f'estimated from {workers["sampled_share"]:.1%} of the range, listed here']
                if workers else []),
+             *gap_lines(plan.get('gaps')),
              f'events (estimate from Avro block headers of one file per type): '
              f'{plan["events_estimate"]:,}',
              f'sending time at {rate:g} events/s: {_duration(plan["send_seconds_estimate"])}'

@@ -4,11 +4,9 @@ Used by a run and by `--since_last_run`; each wave is one pipeline whose files a
 they complete (transforms/completion.py), so a stopped or failed run is continued with
 `--resume`, which sends again only what was in flight.
 """
-import glob
 import json
 import logging
 import os
-import shutil
 from typing import Optional
 
 from apache_beam.io.filesystems import FileSystems
@@ -30,22 +28,6 @@ from pipeline.waves import largest_first, partitions_of
 from transforms.expand import ListOnWorkers, SkipRecorded
 from transforms.records import read_object
 
-
-def _remove_beam_temp_folders(rejects: str) -> None:
-    """What Beam's file sinks leave when a run stops before they finalize (beam-temp-*)."""
-    if not rejects:
-        return
-    try:
-        found = FileSystems.match([FileSystems.join(rejects, 'beam-temp-*')])[0].metadata_list
-        folders = {m.path[:m.path.index('beam-temp-')] + m.path[m.path.index('beam-temp-'):]
-                   .split('/', 1)[0] for m in found}
-        if folders:
-            FileSystems.delete(sorted(folders))
-    except Exception:   # noqa: BLE001 - best effort; never hides the run's own answer
-        logging.getLogger(__name__).debug('could not remove temp folders', exc_info=True)
-    if '://' not in rejects:
-        for folder in glob.glob(os.path.join(rejects, 'beam-temp-*')):
-            shutil.rmtree(folder, ignore_errors=True)
 
 def worker_death(exc: BaseException, workers) -> Optional[str]:
     """'a worker process died (signal 9)' when a local worker process was killed."""
@@ -114,7 +96,6 @@ def run_waves(settings, options, listing, waves, detached, out, runner=None, und
                   f'files recorded as done so far stay done, rerun with --resume', file=console,
                   flush=True)
         finally:
-            _remove_beam_temp_folders(settings.rejects)
             if workers:
                 workers.close()
             os._exit(EXIT_SIGNAL_BASE + signum)
@@ -167,7 +148,6 @@ def run_waves(settings, options, listing, waves, detached, out, runner=None, und
                           f'Dataflow console (or rerun with --wait).', file=out)
                     return EXIT_OK
             except Exception as exc:  # the runner re-raises worker errors: one line
-                _remove_beam_temp_folders(settings.rejects)
                 if ran:
                     after_wave(settings, f'w{number}')
                 if stop is not None and stop.signum is not None:

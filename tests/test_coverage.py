@@ -1,5 +1,7 @@
 """Gaps in coverage (pipeline/coverage.py): found exactly where holes were made, none elsewhere."""
 import datetime
+import io
+import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -7,6 +9,8 @@ import fastavro
 import pytest
 
 from devtools import sample
+from devtools.receiver import SegmentReceiver
+from pipeline.main import run
 from pipeline.coverage import (ALL_REJECTED, COLUMNS, MISSING, STARTED_LATE, STOPPED,
                                UNDATED, UNREADABLE, Gap, gaps_from_hours, gaps_from_summary,
                                parse_hour)
@@ -234,3 +238,27 @@ def test_deliberate_gaps_of_a_generated_tree_are_found_exactly(tmp_path):
 
 def test_hour_keys_helper():
     assert hour_keys('2024-05-01-23', 2) == ['2024-05-01-23', '2024-05-02-00']
+
+
+def test_plan_and_the_run_show_the_gaps_of_a_generated_tree(tmp_path, monkeypatch):
+    """`--plan` lists the structural gaps from the listing alone, before anything is sent;
+    the run's summary (by_hour, gathered on the workers) shows them and the all-rejected
+    hour too."""
+    sample.generate(tmp_path / 'in', events=6000, seed=4, hours=8, gaps=sample.deliberate_gaps(8))
+    out = io.StringIO()
+    assert run(['--input', str(tmp_path / 'in'), '--plan'], out=out) == 0
+    text = out.getvalue()
+    assert 'gaps: 2 ' in text, text
+    assert 'Email Opened: no file in 2024-05-01-04 (1 hour)' in text
+    assert 'SMS Delivered: stops: no file from 2024-05-01-06 to 2024-05-01-07' in text
+    monkeypatch.setenv('SEGMENT_WRITE_KEY', 'wk_plan-gaps')
+    with SegmentReceiver(write_key='wk_plan-gaps') as receiver:
+        code = run(['--input', str(tmp_path / 'in'), '--rejects', str(tmp_path / 'r'),
+                    '--segment_endpoint', receiver.url, '--summary_output',
+                    str(tmp_path / 's.json')], out=io.StringIO())
+    assert code == 0
+    summary = json.loads((tmp_path / 's.json').read_text())
+    assert found(gaps_from_summary(summary['by_hour'])) == [
+        (ALL_REJECTED, ('Content Card Sent',), *_hours(2, 2)),
+        (MISSING, ('Email Opened',), *_hours(4, 4)), (STOPPED, ('SMS Delivered',), *_hours(6, 7))]
+    assert summary['by_hour'] == _tree_by_hour(tmp_path / 'in')

@@ -547,14 +547,11 @@ def split_unit(unit: Unit, days: int = 31) -> List[Unit]:
     return pieces
 
 
-def plan_units(store: Store, root: str, selector: FileSelector,
-               days: int = UNIT_DAYS) -> Tuple[Layout, List[Unit]]:
-    """The layout of `root` and its units: 'hours' units with both ends, in pieces of at most
-    `days` days."""
+def plan_units(store: Store, root: str, selector: FileSelector) -> Tuple[Layout, List[Unit]]:
+    """The layout of `root` and its units, 'hours' units with both ends: one per type folder,
+    listed by the launcher in one run of keys (split_unit cuts them for the workers)."""
     layout = find_units(store, root, selector)
-    units = [piece for unit in layout.units
-             for piece in split_unit(bounded(unit, store), days)]
-    return layout, units
+    return layout, [bounded(unit, store) for unit in layout.units]
 
 
 def hours_present(store: Store, unit: Unit) -> List[datetime.datetime]:
