@@ -24,6 +24,7 @@ from pipeline.ledger import fold_pieces, load_window_records, read_window, windo
 from pipeline.listing import DELIVERED, Listing, Skip, input_pattern, list_input
 from pipeline.lock import Lock, LockBusy, lock_path
 from pipeline.paths import FileSelector, UsageError, hour_from_path
+from pipeline.runners import classify
 from pipeline.running import after_wave, run_waves
 from pipeline.summary import Summary
 from pipeline.waves import largest_first, make_waves, unit_waves, wave_size
@@ -187,7 +188,8 @@ def since_last_run(settings, options, argv, out) -> int:
     if settings.plan:
         from pipeline.plan import make_plan, plan_text
         window = window_for(settings)
-        listing, _ = new_files(settings, options, window, read_only=True, on_workers=dataflow)
+        listing, _ = new_files(settings, options, window, read_only=True,
+                               on_workers=not classify(options).local)
         print(f'since_last_run: would look at {window.describe()}', file=out)
         plan = make_plan(listing, wave_hours, settings.max_events_per_second, settings.mapping,
                          settings.selector.event_types, options=options)
@@ -201,7 +203,8 @@ def since_last_run(settings, options, argv, out) -> int:
     workers = None
     try:
         window = window_for(settings)
-        listing, records = new_files(settings, options, window, on_workers=dataflow)
+        listing, records = new_files(settings, options, window,
+                                     on_workers=not classify(options).local)
         if not listing.files and not listing.skipped and not listing.units \
                 and window.start is None:
             raise UsageError(f'no input files match {input_pattern(settings.input)}')

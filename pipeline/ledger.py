@@ -20,7 +20,7 @@ from typing import Dict, List, NamedTuple, Optional
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.layout import UNDATED, hour_key
-from transforms.listing import Counter, Store, store_for
+from transforms.listing import Counter, Store, object_exists, store_for
 from transforms.records import (Records, hours_dir, list_pieces, parse_lines, read_object,
                                 record_lines, records_dir, write_whole)
 
@@ -95,7 +95,7 @@ def read_window(rejects: str) -> Optional[datetime.datetime]:
     """The first hour `--since_last_run` must look at again, if a run recorded one."""
     path = window_path(rejects)
     try:
-        if not FileSystems.exists(path):
+        if not object_exists(path):
             return None
         body = json.loads(read_object(path).decode('utf-8'))
         return datetime.datetime.strptime(body['from'], '%Y-%m-%d-%H')

@@ -33,6 +33,7 @@ from typing import Any, Optional, Tuple
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.paths import UsageError
+from transforms.listing import object_exists
 
 LOCK_NAME = 'since_last_run.lock'
 DEFAULT_LEASE_SECONDS = 120.0
@@ -440,7 +441,7 @@ class Lock:
             return True
         if lease.done_marker:
             try:
-                return FileSystems.exists(lease.done_marker)
+                return object_exists(lease.done_marker)
             except Exception:   # cannot tell: the lease decides
                 return False
         return False

@@ -27,7 +27,7 @@ from pipeline.options import (CurrentsToSegmentOptions, DefaultsHelpFormatter, a
 from pipeline.paths import UsageError, hour_from_path
 from pipeline.plan import make_plan, plan_text, skip_reasons
 from pipeline.resume import completed_partitions
-from pipeline.runners import settle_paths
+from pipeline.runners import classify, settle_paths
 from pipeline.running import run_waves
 from pipeline.stores import prepare_stores
 from pipeline.summary import Summary
@@ -182,7 +182,7 @@ def _run(argv, out) -> int:
         dataflow = is_dataflow(options)
         skip = skip_for_resume(settings) if settings.resume else Skip()
         listing = list_input(settings.input, settings.selector, skip, options,
-                             on_workers=dataflow)
+                             on_workers=not classify(options).local)
         if not listing.files and not listing.units and not settings.plan:
             why, code = nothing_to_read(settings, listing, options)
             if code != EXIT_OK:

@@ -171,7 +171,7 @@ REPLAY_OPTIONS = frozenset({
     '--segment_region', '--segment_endpoint', '--segment_write_key_secret', '--segment_sent_at',
     '--segment_gzip', '--segment_timeout', '--max_retry_seconds', '--max_events_per_second',
     '--max_in_flight', '--use_env_proxy', '--aws_credentials_secret',
-    '--azure_connection_string_secret'})
+    '--azure_connection_string_secret', '--report'})
 
 
 def add_options(parser, only=None, help_overrides=None) -> None:

@@ -30,9 +30,11 @@ from apache_beam.options.pipeline_options import PipelineOptions
 import pipeline
 from pipeline.builder import is_dataflow, job_options, send_step
 from pipeline.cli import (EXIT_DELIVERY_REJECTS, EXIT_FAILED, EXIT_OK, PROG, USAGE_ERRORS,
-                          answer, check_rejects_writable, check_sending_setup,
+                          answer,
+                          check_rejects_writable, check_report_output, check_sending_setup,
                           check_summary_writable, current_console, exit_decision, honour_no_auth,
-                          one_line, replay_options, run_failed, usage_error, write_summary)
+                          one_line, replay_options, run_failed, usage_error, write_report_file,
+                          write_summary)
 from pipeline.local_runner import local_runner_options
 from pipeline.stores import prepare_stores
 from pipeline.options import (OPTIONS, REPLAY_OPTIONS, CurrentsToSegmentOptions,
@@ -520,6 +522,7 @@ def run_replay(argv: List[str], out=None) -> int:
                                             settings.summary_output) else EXIT_FAILED
         check_sending_setup(settings, options)
         check_rejects_writable(folder)
+        check_report_output(settings, options)
         replayed_before = _exists(paths.records)
     except USAGE_ERRORS as exc:
         return usage_error(exc)
@@ -557,6 +560,8 @@ def run_replay(argv: List[str], out=None) -> int:
         return EXIT_FAILED
     code, lines = replay_decision(d, summary.balanced, paths.again,
                                   current_console().replay_options)
+    if settings.report and not write_report_file(summary, settings.report) and code == EXIT_OK:
+        code = EXIT_FAILED
     for line in lines[:-1]:
         answer(EXIT_OK, line)
     return answer(code, lines[-1] if lines else None)

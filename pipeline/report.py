@@ -510,6 +510,16 @@ td.bar{width:180px}td.bar span{display:block;height:10px;background:#4292c6;bord
 """
 
 
+def _types_not_read(types: List[str]) -> str:
+    """The event type folders the run does not read: never listed, so no file count."""
+    if not types:
+        return ''
+    return ('<p class="note">Event type folders not read (never listed): '
+            f'<span id="types-not-read">{len(types)}</span> ('
+            + ', '.join(_text(t) for t in types[:12])
+            + (', ...' if len(types) > 12 else '') + ').</p>')
+
+
 def render(summary: dict, source: str = '') -> str:
     """The report page for a checked summary (`check_summary`)."""
     gaps = gaps_from_summary(summary['by_hour']) if 'by_hour' in summary else []
@@ -606,6 +616,7 @@ def render(summary: dict, source: str = '') -> str:
                  + '<h2>Files skipped by reason</h2>'
                  + (_table('skipped', ['reason', 'files'], [(k, [v]) for k, v in skipped], bar=0)
                     if skipped else '<p class="note">None.</p>')
+                 + _types_not_read(summary.get('event_types_not_selected') or [])
                  + '</div><div><h2>Requests to Segment</h2>'
                  + f'<p><span id="requests">{_n(summary["requests"])}</span> requests, '
                  + f'<span id="requests-retried">{_n(summary["requests_retried"])}</span> '

@@ -131,7 +131,7 @@ class Summary:
             'recorded_events': self.values.get(counts.RECORDED_EVENTS, 0),
             'unfinished_files': self.values.get(counts.UNFINISHED_FILES, 0),
             'unfinished_events': self.values.get(counts.UNFINISHED_EVENTS, 0),
-            'by_hour': self.by_hour(order),
+            **({} if self.replay else {'by_hour': self.by_hour(order)}),
         }
         if self.replay:
             d.update({NOT_REPLAYED: dict(sorted(by_kind[NOT_REPLAYED].items())),

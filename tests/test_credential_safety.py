@@ -339,7 +339,7 @@ def test_resume_ignores_manifests_of_another_input_or_not_written_by_this_tool(
     with SegmentReceiver(write_key=KEY) as receiver:
         code, out, _ = _run(tmp_path, '--segment_endpoint', receiver.url, '--resume')
         assert receiver.stats()['requests'] == 0
-    assert code == 0 and 'resume: 1 files' in out
+    assert code == 0 and 'nothing to do: all 1 files' in out
 
 
 # ------------------------------------------------------------------------ owner-only files

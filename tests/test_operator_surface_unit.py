@@ -74,7 +74,8 @@ def test_replay_takes_only_its_options():
     run_only = {flag for _, flag, _ in OPTIONS} - REPLAY_OPTIONS
     assert {'--plan', '--start', '--end', '--event_types', '--resume', '--follow',
             '--since_last_run', '--wave_hours', '--wave_mb', '--wait', '--skip_files',
-            '--poll_seconds', '--progress_seconds', '--fresh_worker_processes'} == run_only
+            '--poll_seconds', '--progress_seconds', '--fresh_worker_processes',
+            '--lookback_hours'} == run_only
     for flag in sorted(run_only):
         with pytest.raises(UsageError) as refused:
             refuse_run_options(['--rejects', 'r', f'{flag}=1'])
@@ -202,7 +203,7 @@ VALUES = {'--input': 'gs://b/x', '--start': '2024-01-01', '--end': '2024-02-01',
           '--poll_seconds': '5', '--aws_credentials_secret': SECRET,
           '--azure_connection_string_secret': SECRET, '--rejects': 'gs://b/r',
           '--summary_output': 'gs://b/s.json', '--dry_run_output': 'gs://b/d',
-          '--progress_seconds': '0'}
+          '--progress_seconds': '0', '--lookback_hours': '72', '--report': 'gs://b/r.html'}
 
 
 def test_every_option_parses_through_beam_as_before_the_groups():

@@ -74,7 +74,8 @@ def test_exit_decision():
                          'retries_exhausted,segment_rejected')
     assert exit_decision(_summary(rejected=3, reasons={'retries_exhausted': 3}), False, 'r')[0] == 1
     code, line = exit_decision(_summary(unsent=5), True, 'r', signal.SIGINT, 2)
-    assert code == 130 and 'stopped by SIGINT' in line and '5 read but not sent' in line
+    assert code == 130 and 'stopped by SIGINT' in line and '5 events read but not sent' in line
+    assert '2 files not read' in line
     assert exit_decision(_summary(), True, 'r', signal.SIGTERM)[0] == 143
 
 

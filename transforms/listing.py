@@ -419,6 +419,15 @@ def store_for(path: str, counter: Optional[Counter] = None, options=None) -> Sto
     return LocalStore(counter)
 
 
+def object_exists(path: str, options=None) -> bool:
+    """Whether the object `path` exists (one request of one result). Beam 2.77's Azure
+    filesystem raises on a missing blob where the others answer False."""
+    if '://' not in path:
+        return os.path.isfile(path)
+    first = store_for(path, options=options).first_under(path)
+    return first is not None and first[0] == path
+
+
 def _options(options):
     if options is not None:
         return options
