@@ -7,12 +7,11 @@
 # Both sides therefore run exactly the same Python, Beam and dependency versions.
 #
 # Build:  gcloud builds submit --tag "$IMAGE" .      (or: docker build -t "$IMAGE" .)
-# See docs/PRODUCTION.md for the template build and launch commands.
+# See docs/dataflow.md for the template build and launch commands.
 
-# Base images: pin each by digest for repeatable, tamper-evident builds (README, "Flex
+# Base images: pin each by digest for repeatable, tamper-evident builds (docs/dataflow.md, "Flex
 # Template"): `docker buildx imagetools inspect IMAGE:TAG` (or `crane digest IMAGE:TAG`) prints
-# the digest; write it as IMAGE:TAG@sha256:... below. The digests could not be looked up where
-# this file was written (offline), so the tags are still unpinned here.
+# the digest; write it as IMAGE:TAG@sha256:... below. The tags below are not pinned yet.
 # Keep this Python minor version equal to the Beam SDK image below (python3.11).
 FROM python:3.11-slim
 

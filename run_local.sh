@@ -37,7 +37,7 @@ source scripts/venv.sh
 out="${LOCAL_OUT:-out}"
 own_input=false; has --input && own_input=true
 if ! $own_input; then
-  # 12 hours with a few deliberate gaps for the report to show (README, "Report and gaps");
+  # 12 hours with a few deliberate gaps for the report to show (docs/report.md);
   # generated again when these arguments change.
   data=sample-data; [ "$mapping" = classic ] || data="sample-data-$mapping"
   sample=(--events "${SAMPLE_EVENTS:-20000}" --seed 1 --hours 12 --deliberate-gaps --mapping "$mapping")

@@ -1,6 +1,8 @@
-"""Benchmark of the pipeline against a plain-Python reference and the official Segment client.
+"""The benchmarks (docs/benchmark.md): throughput against a plain-Python reference and the
+official Segment client, and a run's cost as the bucket's history grows.
 
-    python -m bench.run [--events N] [--runs 3] [--scale-check] [--smoke]
+    python -m bench.run [--events N] [--runs 3] [--scale-check] [--smoke]   # bench/RESULTS.md
+    python -m bench.history [--local N,N] [--s3 N,N] [--rounds 3]           # bench/HISTORY.md
 
-See bench/RESULTS.md (rewritten by every full run) and `python -m bench.run --help`.
+Each rewrites its Markdown table on every full run; `--help` gives the options.
 """

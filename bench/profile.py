@@ -12,9 +12,9 @@ thread waiting for requests in flight). --timer cpu times each thread's CPU (tim
 waits cost nothing, but that clock is a system call (~0.5 us vs ~0.05 us), so the profiler's own
 overhead inflates functions called millions of times much more than with the wall timer.
 
-Writes the stats (`.pstats` for the main thread, `.threads.pstats` for the others merged) and
-bench/PROFILE-<timer>.md with the main thread's top entries by cumulative and by own (tottime)
-time and the other threads' top own time, unless --report is empty.
+Writes the stats (`.pstats` for the main thread, `.threads.pstats` for the others merged) and,
+beside them, a Markdown report with the main thread's top entries by cumulative and by own
+(tottime) time and the other threads' top own time, unless --report is empty.
 """
 import argparse
 import cProfile
@@ -131,12 +131,12 @@ def main(argv=None) -> int:
     p.add_argument('--out', default=None,
                    help='.pstats path (default $TMPDIR/currents-pipeline-profile-<timer>.pstats)')
     p.add_argument('--report', default=None,
-                   help='Markdown report (default bench/PROFILE-<timer>.md); "" for none')
+                   help='Markdown report (default: the .pstats path with .md); "" for none')
     args = p.parse_args(argv)
     out = os.path.abspath(args.out or os.path.join(tempfile.gettempdir(),
                                                    f'currents-pipeline-profile-{args.timer}.pstats'))
     if args.report is None:
-        args.report = str(ROOT / 'bench' / f'PROFILE-{args.timer}.md')
+        args.report = os.path.splitext(out)[0] + '.md'   # a profile is of one machine: not kept
     if '--direct_num_workers' not in ' '.join(extra):
         extra = ['--direct_num_workers', '1'] + extra
 

@@ -17,8 +17,8 @@ as a user would start it:
   reference  python -m bench.reference   (plain single-process Python, see that module)
   official   python -m bench.official_client   (segment-analytics-python, tuned for bulk)
 
-plus the pipeline with `--wave_hours 24` (waves of one day, the local default before waves were
-sized by volume), `--direct_num_workers 1` (one process), `... 2 --direct_running_mode
+plus the pipeline with `--wave_hours 24` (a wave per day of date= hours instead of waves sized by
+volume), `--direct_num_workers 1` (one process), `... 2 --direct_running_mode
 multi_threading`, `... multi_processing` (warm workers) and the same with
 `--fresh_worker_processes` (Beam's cold start); skip them with --no-variants, pick with --only.
 Runs are interleaved round by round. A run whose receiver did not accept exactly the corpus's
@@ -86,8 +86,8 @@ MAIN = [
 ]
 FLAG_VARIANTS = [
     Variant('pipeline 24h', 'pipeline', ['--wave_hours', '24'],
-            '--wave_hours 24: one pipeline per day of date= hours (the local default before '
-            'waves by volume)'),
+            '--wave_hours 24: one pipeline per day of date= hours instead of waves sized by '
+            'volume'),
     Variant('pipeline 1w', 'pipeline',
             ['--direct_num_workers', '1', '--direct_running_mode', 'in_memory'],
             '--direct_num_workers 1 --direct_running_mode in_memory (Beam\'s own local default)'),

@@ -118,7 +118,7 @@ class SampleReport:
 
 @dataclass(frozen=True)
 class SampleGaps:
-    """Holes made on purpose, so the report and `--plan` have gaps to show (README, "Report and
+    """Holes made on purpose, so the report and `--plan` have gaps to show (docs/report.md, "What counts as
     gaps"). Hours are indexes from the first hour; types are Currents types."""
     missing: Tuple[Tuple[str, int], ...] = ()     # no file of that type in that hour
     stops: Tuple[Tuple[str, int], ...] = ()       # no file of that type from that hour on

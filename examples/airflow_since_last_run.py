@@ -1,13 +1,13 @@
 """Airflow DAG: keep Segment fed from the Currents bucket with the Flex Template.
 
-Every 10 minutes it launches the currents-to-segment Flex Template (README, "Flex Template") with
-`since_last_run=true`: the job sends only the files no earlier run delivered and records them as
-its last step. The task returns once the job is submitted; the job holds the run lock under
+Every 10 minutes it launches the currents-to-segment Flex Template (docs/dataflow.md, "Flex Template") with
+`since_last_run=true`: the job sends only the files no earlier run delivered and records each as
+it completes. The task returns once the job is submitted; the job holds the run lock under
 `rejects` until it has recorded its files, so a launch that comes while one still sends exits at
-once saying so (README, "Keeping Segment fed").
+once saying so (docs/incremental.md).
 
 Set the Airflow Variables below (or edit the defaults). The Airflow connection's service account
-needs the launcher's IAM from the README (roles/dataflow.developer, roles/iam.serviceAccountUser
+needs the launcher's IAM from docs/dataflow.md (roles/dataflow.developer, roles/iam.serviceAccountUser
 on the job's service account).
 """
 import datetime

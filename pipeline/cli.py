@@ -2,7 +2,7 @@
 
 A run, `replay`, `--since_last_run` and `--follow` all answer through these, so every error path
 ends the same way: one line on stderr and an exit status a scheduler can act on (README, "Exit
-status").
+statuses").
 """
 import contextlib
 import json

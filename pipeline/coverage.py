@@ -1,5 +1,5 @@
 """Gaps in a backfill's coverage: hours of an event type Braze wrote no file for, types that stop
-or start inside the range, hours where nothing got through (README, "Report and gaps").
+or start inside the range, hours where nothing got through (docs/report.md, "What counts as a gap").
 
 Pure functions over hours, so the same rules serve the end-of-run report (from the summary's
 per-hour counts) and `--plan` (from the listing alone, before anything is sent).

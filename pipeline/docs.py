@@ -1,7 +1,8 @@
-"""Renders the README's event tables from the mapping tables, so docs and code cannot drift.
+"""Renders the event tables of docs/mapping.md from the mapping tables, so docs and code cannot
+drift (tests/test_docs.py checks the file is what this would write).
 
-    python -m pipeline.docs                # prints both tables (classic, then current)
-    python -m pipeline.docs --write README.md   # rewrites them in place between their markers
+    python -m pipeline.docs                          # prints both tables (classic, then current)
+    python -m pipeline.docs --write docs/mapping.md  # rewrites them in place between their markers
 """
 import argparse
 import sys
@@ -9,7 +10,8 @@ import sys
 from transforms.events import COMMON_PROPERTIES, EVENTS
 from transforms.profiles import CURRENT_EVENTS, CUSTOM_EVENT_ROW
 
-# README markers: (start, end) per table.
+MAPPING_DOC = 'docs/mapping.md'
+# Markers in MAPPING_DOC: (start, end) per table.
 MARKERS = {
     'classic': ('<!-- events:start -->\n', '<!-- events:end -->'),
     'current': ('<!-- events-current:start -->\n', '<!-- events-current:end -->'),
@@ -55,7 +57,7 @@ TABLES = {'classic': event_table, 'current': current_event_table}
 
 
 def rewrite(text: str) -> str:
-    """The README text with both tables regenerated between their markers."""
+    """A document's text with both tables regenerated between their markers."""
     for profile, (start, end) in MARKERS.items():
         head, rest = text.split(start, 1)
         _, tail = rest.split(end, 1)
@@ -65,8 +67,9 @@ def rewrite(text: str) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog='python -m pipeline.docs',
-                                     description='Print (or rewrite in a README) the event tables.')
-    parser.add_argument('--write', metavar='README', help='rewrite the tables in this file')
+                                     description='Print the event tables, or rewrite them in a document.')
+    parser.add_argument('--write', metavar='FILE',
+                        help=f'rewrite the tables between their markers in FILE ({MAPPING_DOC})')
     args = parser.parse_args(argv)
     if args.write:
         with open(args.write, encoding='utf-8') as f:

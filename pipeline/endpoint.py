@@ -1,6 +1,6 @@
 """The Segment batch endpoint a run sends to, checked before anything runs.
 
-The write key goes only to the endpoint given (README, "Where the write key goes"): the URL is
+The write key goes only to the endpoint given (docs/security.md, "Where the write key goes"): the URL is
 parsed with urllib3's parser, the one `requests` connects with, and must mean the same to the
 standard library's parser; anything a parser could read two ways is refused rather than guessed.
 """

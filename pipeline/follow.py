@@ -84,7 +84,7 @@ def follow(settings, options, argv, out) -> int:
     kind = classify(options)
     if not kind.local:   # its stop and progress need workers that share this machine
         raise UsageError(f'--follow runs locally; on {kind.name} launch --since_last_run on a '
-                         f'schedule (README, "Keeping Segment fed")')
+                         f'schedule (docs/incremental.md)')
     check_sending_setup(settings, options)
     pattern = input_pattern(settings.input)
     wave_hours = wave_size(settings.wave_hours, settings.wave_mb, False, False)
@@ -132,9 +132,9 @@ def follow(settings, options, argv, out) -> int:
                 try:
                     summary = wave_summary(settings, options, wave, f'f{waves}', runner,
                                            window.update(listing) if last else None)
-                except Exception as exc:   # nothing of this wave is recorded: rerun sends it
-                    print(f'follow: wave {waves} failed; its files are sent again by the next '
-                          f'run', file=out, flush=True)
+                except Exception as exc:   # its files not recorded as done: the next run
+                    print(f'follow: wave {waves} failed; the files it did not record as done '
+                          f'are sent by the next run', file=out, flush=True)
                     return run_failed(exc)
                 total = total.add(summary)
                 files_sent += len(wave)

@@ -9,7 +9,7 @@ current hour each time). A run that reads the record thus reads one object or a 
 of its range, however long the history.
 
 `--since_last_run` keeps one more object, `window.json`: the oldest hour the next run must look
-at again (README "Keeping Segment fed").
+at again (docs/incremental.md).
 """
 import datetime
 import json

@@ -12,7 +12,7 @@ from pipeline.local_workers import WarmWorkers, cold_command
 
 # Warm (forked) worker processes are ready in milliseconds, cold ones in ~2.7 s; two of them
 # roughly halve the per-event time on 2 cores. One process and two warm workers break even at
-# ~30,000 events (16 MB) here (README "Local parallelism").
+# ~30,000 events (16 MB) here (docs/how-it-works.md, "The local runner").
 PARALLEL_MIN_BYTES = 24 * 1024 * 1024
 _DIRECT_FLAGS = ('--direct_num_workers', '--direct_running_mode')
 

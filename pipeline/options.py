@@ -163,7 +163,7 @@ def _option_table():
 
 
 OPTIONS = _option_table()
-# What `replay` takes of them (README, "Replay"): where and how the events go, how kept
+# What `replay` takes of them (docs/resume.md, "Replay rejects"): where and how the events go, how kept
 # records are mapped again, and what it writes. Anything else of a run is refused there.
 REPLAY_OPTIONS = frozenset({
     '--input', '--rejects', '--summary_output', '--dry_run_output', '--verbose',
@@ -407,7 +407,7 @@ def settings_from(options: PipelineOptions, need_rejects: bool = True,
                     did_you_mean_event(o.mapping, name)
                 raise UsageError(f'--event_types: unknown event {name.strip()!r} for --mapping '
                                  f'{o.mapping} (use a Segment event name or Currents type from '
-                                 f'the README table){hint}')
+                                 f'docs/mapping.md){hint}')
             wanted |= found
         if not wanted:
             raise UsageError('--event_types is empty')

@@ -184,7 +184,7 @@ def gap_lines(gaps: Optional[List[str]], limit: int = 20) -> List[str]:
     if not gaps:
         return ['gaps: none (every event type has files in every hour between its first and '
                 'last, and over the whole range)']
-    lines = [f'gaps: {len(gaps)} (see README, "Report and gaps")']
+    lines = [f'gaps: {len(gaps)} (see docs/report.md, "What counts as a gap")']
     lines += [f'  {text}' for text in gaps[:limit]]
     if len(gaps) > limit:
         lines.append(f'  ... {len(gaps) - limit} more')

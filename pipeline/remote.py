@@ -96,8 +96,8 @@ class RemoteRun:
             deadline = self.grace + CANCEL_SECONDS + LEAVE_MARGIN
             if asked is not None and time.monotonic() - asked >= deadline:
                 self._say(f'error: the run did not end within {deadline:.0f} s of '
-                          f'{self.stop.name}: leaving now; nothing of this wave is recorded as '
-                          f'done: rerun with --resume')
+                          f'{self.stop.name}: leaving now; the files recorded as done so far '
+                          f'stay done: rerun with --resume')
                 os._exit(EXIT_SIGNAL_BASE + self.stop.signum)
 
     # -- what the workers said ---------------------------------------------------------------

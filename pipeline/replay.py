@@ -5,7 +5,7 @@ double-counted); rejects that kept the original `record` are mapped again with t
 reject records; `unreadable_file` rejects re-read their file. Whatever is rejected again lands
 in a new rejects folder, each line as replayable as the first (same input, same profile).
 
-Replay accepts only what a run of this tool wrote (README, "Replay"): `track` messages of the
+Replay accepts only what a run of this tool wrote (docs/resume.md, "Replay rejects"): `track` messages of the
 known events in the shape the mapper makes them, records of the types of their profile (mapped
 again), and files under the input the original run recorded in the reject (or `--input`).
 Anything else is counted as not replayed, with a reason, and never sent or read; the command
@@ -474,7 +474,7 @@ def replay_decision(d: dict, balanced: bool, again: str,
         total = sum(left.values())
         lines.append(f'{total:,} rejects were not replayed (' + '; '.join(
             f'{why} {n:,}' for why, n in sorted(left.items()))
-            + '): they stay where they are; see README, "Replay"')
+            + '): they stay where they are; see docs/resume.md, "Replay rejects"')
         code = EXIT_DELIVERY_REJECTS
     return code, lines
 

@@ -1,5 +1,5 @@
-"""The backfill report: one self-contained HTML file drawn from a run's summary (README,
-"Report and gaps").
+"""The backfill report: one self-contained HTML file drawn from a run's summary (docs/report.md,
+"The report").
 
 Written by a run with `--report FILE.html`, or later from a summary file with
 `currents-to-segment report --summary S.json --out FILE.html` (e.g. a Dataflow job's summary).

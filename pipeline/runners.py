@@ -109,4 +109,4 @@ def check_remote_key(settings, options: PipelineOptions) -> None:
         return
     raise UsageError(f'on {kind.name} ({kind.where}) the workers do not see this '
                      f'environment\'s SEGMENT_WRITE_KEY: pass --segment_write_key_secret with '
-                     f'the secret that holds the write key (README, "Write key")')
+                     f'the secret that holds the write key (docs/stores.md)')

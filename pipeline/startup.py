@@ -47,7 +47,7 @@ DATAFLOW_CLIENT = 'google.cloud.dataflow'
 # which a request's batch of ~800 messages reaches at every request: ~650 passes in each of
 # two workers on 1.2M events (~0.3 CPU-s in all per worker), finding nothing: events,
 # messages and batches are acyclic and freed by reference counting. 100,000 keeps a pass for
-# real growth (README "How it works").
+# real growth (docs/how-it-works.md, "The local runner").
 COLLECTOR_THRESHOLDS = (100_000, 20, 100)
 # the Pub/Sub client, imported best effort by apache_beam.io.gcp.pubsub (this project reads
 # and writes files only, on any runner; Beam's Pub/Sub transforms stay importable without it)

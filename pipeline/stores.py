@@ -164,7 +164,7 @@ def check_s3(flag: str, path: str, options: PipelineOptions,
                              f'({code})') from None
         if code in ('AccessDenied', '403'):
             raise UsageError(f'{flag} {path}: access denied listing bucket {bucket} with the '
-                             f'credentials from {source} (needs s3:ListBucket; see README)'
+                             f'credentials from {source} (needs s3:ListBucket; see docs/stores.md)'
                              ) from None
         raise UsageError(f'{flag} {path}: S3 answered {code} listing bucket {bucket}') from None
     except errors.NoCredentialsError:
@@ -238,7 +238,7 @@ def check_azure(flag: str, path: str, options: PipelineOptions,
         if exc.status_code in (401, 403) or isinstance(exc, errors.ClientAuthenticationError):
             raise UsageError(f'{flag} {path}: Azure refused access with the credentials from '
                              f'{source} ({code}): a wrong or expired key, or no permission to '
-                             f'list container {container} (see README)') from None
+                             f'list container {container} (see docs/stores.md)') from None
         raise UsageError(f'{flag} {path}: Azure answered {code}') from None
     except errors.ServiceRequestError as exc:
         raise UsageError(f'{flag} {path}: cannot reach Azure Blob Storage at '

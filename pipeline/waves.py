@@ -5,7 +5,7 @@ Every wave is a pipeline of its own (graph, workers, rejects and record stages: 
 wave holds at least `--wave_mb` of input (default 512 MiB, about a million events) or
 MAX_WAVE_FILES files (the process tree's memory grows with the files of a wave, ~10 KB each in
 PSS). Inputs up to that size are one pipeline; a long backfill still gets a checkpoint per wave
-(README "Resuming, replaying, planning"). `--wave_hours H` cuts by time instead.
+(docs/resume.md, "Waves"). `--wave_hours H` cuts by time instead.
 """
 import datetime
 import functools
@@ -57,7 +57,7 @@ def wave_size(wave_hours: Optional[int], wave_mb: Optional[float], dataflow: boo
 
 
 def as_wave_size(size) -> WaveSize:
-    """A WaveSize as is; an int as hours (how waves were sized before volume waves)."""
+    """A WaveSize as is; an int as hours."""
     return size if isinstance(size, WaveSize) else WaveSize(hours=int(size or 0))
 
 
@@ -74,7 +74,7 @@ def _hours_since_epoch(hour: Optional[datetime.datetime]) -> int:
 def make_waves(files: List[ListedFile], size) -> List[List[ListedFile]]:
     """The files in waves, in time order; a partition (event type × hour) never spans two.
 
-    `size` is a WaveSize (an int means hours, as before volume waves). By hours: one wave per
+    `size` is a WaveSize (an int means hours). By hours: one wave per
     `hours`-long span of date= hours. By bytes: whole hours are added to a wave until it holds
     at least `bytes` (or `files` files, if set), so an input smaller than that is one wave.
     Files without a date= hour are taken first: on their own by hours, ahead of the first hours

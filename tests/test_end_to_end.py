@@ -86,7 +86,7 @@ def test_dry_run_writes_exact_bodies_within_limits(tmp_path, corpus):
     ids = Counter()
     for size, body in bodies:
         assert size <= 500_000 and 1 <= len(body['batch']) <= 2500
-        assert set(body) == {'batch'}   # no sentAt by default (README, "Why no sentAt")
+        assert set(body) == {'batch'}   # no sentAt by default (docs/mapping.md, "Why no sentAt")
         for m in body['batch']:
             assert len(json.dumps(m, separators=(',', ':'), ensure_ascii=False).encode()) <= 32_000
             ids[m['messageId']] += 1

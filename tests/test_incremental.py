@@ -570,16 +570,16 @@ def check_launch_body(body):
     assert '--runner=DataflowRunner' in argv
 
 
-def test_readme_cloud_scheduler_recipe_launches_since_last_run():
-    readme = (ROOT / 'README.md').read_text()
-    block = readme.split('<!-- scheduler-launch:start -->')[1].split(
+def test_the_cloud_scheduler_recipe_launches_since_last_run():
+    doc = (ROOT / 'docs' / 'dataflow.md').read_text()
+    block = doc.split('<!-- scheduler-launch:start -->')[1].split(
         '<!-- scheduler-launch:end -->')[0]
     check_launch_body(json.loads(block.strip().removeprefix('```json').removesuffix('```')))
-    command = readme.split('gcloud scheduler jobs create http', 1)[1].split('```', 1)[0]
+    command = doc.split('gcloud scheduler jobs create http', 1)[1].split('```', 1)[0]
     assert '/flexTemplates:launch' in command and '--message-body-from-file launch.json' in command
     assert '--oauth-service-account-email $SCHEDULER_SA' in command
     for role in ('roles/dataflow.developer', 'roles/iam.serviceAccountUser'):
-        assert f'--role {role}' in readme.split('gcloud scheduler jobs create http', 1)[0]
+        assert f'--role {role}' in doc.split('gcloud scheduler jobs create http', 1)[0]
 
 
 AIRFLOW_DAG = ROOT / 'examples' / 'airflow_since_last_run.py'

@@ -250,7 +250,7 @@ def test_sigint_stops_the_workers_through_the_store_and_resume_sends_the_rest(
     assert run.returncode == 130, err
     assert took < TIMEOUT + 30
     assert 'SIGINT: stopping' in err and 'cancelling' not in err   # the workers stopped
-    assert f'{PROG}: stopped by SIGINT: ' in err and 'not recorded as done' in err
+    assert f'{PROG}: stopped by SIGINT: ' in err and 'recorded as done; rerun with --resume' in err
     assert 'progress ' in err and 'worker process' in err   # polled, with the job's state
     first = received_ids(receiver)
     assert ids['2024-05-01-10'] <= first and first != set().union(*ids.values())
@@ -265,8 +265,6 @@ def test_sigint_stops_the_workers_through_the_store_and_resume_sends_the_rest(
     assert not any('/live-' in k for k in keys_under(moto, 'stop/'))
 
 
-@pytest.mark.skip(reason='needs the `secrets` branch (issue 33): --segment_write_key_secret '
-                         'with an AWS Secrets Manager ARN, read by the workers through boto3')
 def test_the_workers_read_the_write_key_from_aws_secrets_manager(tmp_path, currents, pool, moto,
                                                                   receiver):
     root, ids = currents
@@ -364,7 +362,7 @@ def test_workers_that_never_start_are_named_and_the_first_sigterm_ends_the_run(
     assert 'no worker process has started after 30 s (job RUNNING)' in err
     assert 'no live metrics from the runner yet' in err and '0 worker processes started' in err
     assert f'the job did not end within {TIMEOUT + 15} s of SIGTERM: cancelling it' in err
-    assert 'stopped by SIGTERM; nothing of this wave is recorded as done' in err
+    assert 'stopped by SIGTERM; the files this wave completed are recorded as done' in err
     assert receiver.messages() == []
 
 

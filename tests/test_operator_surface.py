@@ -187,7 +187,8 @@ def test_replay_maps_kept_records_of_every_current_type_and_exits_4_on_what_it_l
     n = len(outside)
     assert only_line(left.stderr) == (
         f'{PROG}: {n} rejects were not replayed (record of a type the classic profile does not '
-        f'map (give --mapping) {n}): they stay where they are; see README, "Replay"')
+        f'map (give --mapping) {n}): they stay where they are; see docs/resume.md, '
+        f'"Replay rejects"')
     assert summary_of(tmp_path / 'left.json')['not_replayed'] == {
         'record of a type the classic profile does not map (give --mapping)': n}
     with SegmentReceiver(write_key=KEY) as receiver:
@@ -394,7 +395,7 @@ def test_rejects_naming_a_file_and_a_misspelt_event_type_are_one_line(tmp_path, 
         assert result.returncode == 2
         assert only_line(result.stderr) == (
             f"{PROG}: error: --event_types: unknown event 'Email Opend' for --mapping classic "
-            f"(use a Segment event name or Currents type from the README table); did you mean "
+            f"(use a Segment event name or Currents type from docs/mapping.md); did you mean "
             f"'Email Opened'?")
         assert receiver.stats()['requests'] == 0
 

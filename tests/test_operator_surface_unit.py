@@ -146,7 +146,7 @@ def test_replay_decision_exits_4_with_what_was_not_replayed_last():
          'rejected_by_reason': {}, 'not_replayed': {'unknown event type': 2, 'x': 1}}
     assert replay_decision(d, True, 'again') == (4, [
         '3 rejects were not replayed (unknown event type 2; x 1): they stay where they are; '
-        'see README, "Replay"'])
+        'see docs/resume.md, "Replay rejects"'])
     d['not_replayed'] = {}
     assert replay_decision(d, True, 'again') == (0, [])
     d.update(rejected=1, sent=2, rejected_by_reason={'segment_rejected': 1},
@@ -200,13 +200,13 @@ VALUES = {'--input': 'gs://b/x', '--start': '2024-01-01', '--end': '2024-02-01',
           '--segment_write_key_secret': SECRET, '--segment_timeout': '12.5',
           '--max_retry_seconds': '30', '--max_events_per_second': '900',
           '--max_in_flight': '8', '--wave_hours': '6', '--wave_mb': '64',
-          '--poll_seconds': '5', '--aws_credentials_secret': SECRET,
+          '--lookback_hours': '6', '--poll_seconds': '5', '--aws_credentials_secret': SECRET,
           '--azure_connection_string_secret': SECRET, '--rejects': 'gs://b/r',
           '--summary_output': 'gs://b/s.json', '--dry_run_output': 'gs://b/d',
           '--progress_seconds': '0', '--lookback_hours': '72', '--report': 'gs://b/r.html'}
 
 
-def test_every_option_parses_through_beam_as_before_the_groups():
+def test_every_option_parses_the_same_through_beam_and_the_grouped_help():
     """Beam parses with the same _add_argparse_args: groups must change no value."""
     parser = argparse.ArgumentParser(add_help=False)
     CurrentsToSegmentOptions._add_argparse_args(parser)
@@ -237,7 +237,7 @@ def test_help_is_grouped_in_readme_order_with_defaults_and_choices():
 
 def test_readme_options_table_follows_the_help():
     text = README.read_text()
-    table = text.split('| Option | Meaning | Stores |', 1)[1].split('\n\n', 1)[0]
+    table = text.split('| Option | Meaning |', 1)[1].split('\n\n', 1)[0]
     rows = [line for line in table.splitlines()[2:]]
     order, groups = [], []
     for row in rows:

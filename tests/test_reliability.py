@@ -5,8 +5,8 @@ Every scenario checks the same contract: every eligible messageId is accepted by
 the same ids (Segment de-duplicates on messageId), and the summary balances.
 
 Scale: RELIABILITY_EVENTS (default 100,000) and RELIABILITY_FAULT_RATE (default 0.3) size the
-fault matrix; RELIABILITY_REPORT=<file> appends each scenario's figures as JSON lines (used for
-RELIABILITY.md).
+fault matrix; RELIABILITY_REPORT=<file> appends each scenario's figures as JSON lines
+(docs/security.md, "Nothing lost").
 """
 import io
 import json

@@ -1,4 +1,4 @@
-"""Which input files are done, decided on the workers as it happens (README "Resume").
+"""Which input files are done, decided on the workers as it happens (docs/resume.md).
 
 A file is done once every one of its events is acknowledged by Segment, dropped, or rejected
 with its reject durable (and, for a file that would not read to its end, once that reject is

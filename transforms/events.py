@@ -1,7 +1,7 @@
 """The 34 Braze Currents event types that Braze's "Segment for Currents" connector sends.
 
 This table is the single source of truth for the mapping: the mapping code, the reader's
-type filter, the sample generator and the README table are all derived from it.
+type filter, the sample generator and the table in docs/mapping.md are all derived from it.
 """
 from typing import Dict, Iterable, NamedTuple, Optional, Tuple
 

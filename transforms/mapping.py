@@ -1,6 +1,6 @@
 """Currents record → Segment `track` message, exactly as Braze's connector maps it.
 
-One mapper per mapping profile (README, "What it sends" and "Which profile"): `MessageMapper`
+One mapper per mapping profile (docs/mapping.md): `MessageMapper`
 for `classic`, `CurrentMessageMapper` for `current`; `mapper_for` picks one.
 Pure functions: no Beam here, so the mapping is tested fast and reused by the replay path.
 """

@@ -29,7 +29,7 @@ class SegmentBatch(NamedTuple):
         """The exact request body, without `sentAt` unless given (then set per attempt).
 
         With `sentAt` Segment may recompute each message's `timestamp` from it, which puts
-        historical events at risk (README, "Why no sentAt").
+        historical events at risk (docs/mapping.md, "Why no sentAt").
         """
         head = b'{"batch":[' + b','.join(m.payload for m in self.messages)
         if sent_at is None:

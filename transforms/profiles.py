@@ -6,7 +6,7 @@
   `connector_current.json` (data shipped with the package): Segment event name, message context
   paths and properties, each `Segment name -> Avro field`, values kept as Avro typed them.
 
-The tables are data; `mapping.py` holds one mapper per profile. README, "Which profile".
+The tables are data; `mapping.py` holds one mapper per profile. docs/mapping.md, "Which profile".
 """
 import json
 from pathlib import Path
@@ -32,7 +32,7 @@ class CurrentSpec(NamedTuple):
 
     @property
     def row(self) -> str:
-        """The summary row (and README name) of this type."""
+        """The summary row (and docs/mapping.md name) of this type."""
         return self.segment_event if self.segment_event is not None else CUSTOM_EVENT_ROW
 
 

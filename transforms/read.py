@@ -1,6 +1,6 @@
 """Read: decode the listed Currents files; what will not decode becomes a reject.
 
-Reading never trusts the file (README, "Hostile input"): the container is parsed here, with
+Reading never trusts the file (docs/security.md, "Hostile input"): the container is parsed here, with
 limits, and only the records go through fastavro's decoder. A file that breaks a limit is one
 `unreadable_file` reject and the run goes on:
 

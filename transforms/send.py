@@ -37,7 +37,7 @@ def _count_unsent(messages):
 
 
 def configure_session(session, endpoint: str, use_env_proxy: bool = False) -> None:
-    """The write key goes only to the endpoint (README, "Where the write key goes").
+    """The write key goes only to the endpoint (docs/security.md, "Where the write key goes").
 
     No proxy, netrc or CA bundle from the environment (`trust_env=False`): HTTP_PROXY would hand
     the key to whoever runs the proxy. With --use_env_proxy, the environment's proxy is used for
