@@ -203,7 +203,7 @@ VALUES = {'--input': 'gs://b/x', '--start': '2024-01-01', '--end': '2024-02-01',
           '--lookback_hours': '6', '--poll_seconds': '5', '--aws_credentials_secret': SECRET,
           '--azure_connection_string_secret': SECRET, '--rejects': 'gs://b/r',
           '--summary_output': 'gs://b/s.json', '--dry_run_output': 'gs://b/d',
-          '--progress_seconds': '0', '--lookback_hours': '72', '--report': 'gs://b/r.html'}
+          '--progress_seconds': '0', '--report': 'gs://b/r.html'}
 
 
 def test_every_option_parses_the_same_through_beam_and_the_grouped_help():
