@@ -78,7 +78,9 @@ def is_record_object(path: str) -> bool:
 
 def write_whole(path: str, data: bytes, mime_type: str = 'application/x-ndjson') -> None:
     """An object written so that it is seen complete or not at all: object stores publish an
-    upload only once it is complete; a local file is written under a hidden name and renamed."""
+    upload only once it is complete; a local file is written under a hidden name and renamed
+    (complete for any process once renamed, even if this one is killed; like Beam's own file
+    sinks, it does not wait for the disk)."""
     from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.filesystems import FileSystems
     if '://' in path:
@@ -91,8 +93,6 @@ def write_whole(path: str, data: bytes, mime_type: str = 'application/x-ndjson')
     hidden = os.path.join(folder, f'.{name}.{uuid.uuid4().hex[:8]}.tmp')
     with open(hidden, 'wb') as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
     os.replace(hidden, path)
 
 
