@@ -16,8 +16,7 @@ from pipeline.ledger import window_path
 from pipeline.options import RunSettings
 from pipeline.resume import input_identity
 from transforms.deliver import EVENTS, REJECTS, DeliverToSegment
-from transforms.manifest import (RecordWindowFn, WindowUpdate, WriteCoverageFn, WriteManifestFn,
-                                 newest_hour)
+from transforms.manifest import Manifest, SumTallies, WaveDoneFn, WindowUpdate
 from transforms.progress import LiveChannel
 from transforms.read import ReadCurrentsEvents, RecordSpec
 from transforms.records import records_dir
@@ -128,32 +127,25 @@ def build_pipeline(settings: RunSettings, files, options: PipelineOptions, wave:
     events, read_rejects = p | 'Read' >> ReadCurrentsEvents(
         source, settings.selector.event_types, settings.skip_files, live,
         settings.store_credentials, record)
-    written, coverage = {EVENTS: events, REJECTS: read_rejects} | 'Deliver' >> deliver_step(
+    tallies = {EVENTS: events, REJECTS: read_rejects} | 'Deliver' >> deliver_step(
         settings, options, f'{settings.rejects}/rejects-{settings.run_id}-{wave}', live)
-    cells = (coverage
-             | 'SumCoverage' >> beam.CombinePerKey(_sum_figures)
-             | 'AllCoverage' >> beam.combiners.ToList())
-    _ = cells | 'WriteCoverage' >> beam.ParDo(WriteCoverageFn(coverage_path(settings, wave)))
-    if settings.dry_run_output:
-        return p
     incremental = settings.since_last_run or settings.follow
-    if incremental:
+    manifest = None
+    if settings.dry_run_output:
+        window = None   # a dry run records nothing
+    elif incremental:
         # Partitions of a bucket still being written are never complete: a done marker only.
-        manifest_path, partitions = done_marker(settings, wave), ()
-    rejects_written = written | 'CountRejectFiles' >> beam.combiners.Count.Globally()
-    if manifest_path:
-        _ = rejects_written | 'RecordCompleted' >> beam.ParDo(WriteManifestFn(
-            manifest_path, settings.run_id, partitions,
-            len(files) if not isinstance(files, beam.PTransform) else 0,
-            input_identity(settings.input), live,
-            kind='since_last_run' if incremental else 'backfill'))
-    if window is not None:
-        newest = cells | 'NewestHour' >> beam.Map(newest_hour)
-        _ = rejects_written | 'RecordWindow' >> beam.ParDo(RecordWindowFn(
-            window_path(settings.rejects), window.newest, window.previous, settings.run_id,
-            live), beam.pvalue.AsSingleton(newest))
+        manifest = Manifest(done_marker(settings, wave), settings.run_id, (), 0,
+                            input_identity(settings.input), 'since_last_run')
+    elif manifest_path:
+        manifest = Manifest(manifest_path, settings.run_id, partitions,
+                            0 if isinstance(files, beam.PTransform) else len(files),
+                            input_identity(settings.input))
+    _ = (tallies
+         | 'SumWave' >> beam.CombineGlobally(SumTallies())
+         | 'WaveDone' >> beam.ParDo(WaveDoneFn(
+             coverage_path(settings, wave), manifest,
+             window_path(settings.rejects) if window is not None else None, window, live)))
     return p
 
 
-def _sum_figures(figures):
-    return [sum(column) for column in zip(*figures)]

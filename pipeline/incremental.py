@@ -184,7 +184,8 @@ def since_last_run(settings, options, argv, out) -> int:
                                        worker_processes)
     started = time.monotonic()
     dataflow = is_dataflow(options)
-    wave_hours = wave_size(settings.wave_hours, settings.wave_mb, dataflow, settings.wait)
+    wave_hours = wave_size(settings.wave_hours, settings.wave_mb, dataflow, settings.wait,
+                           remote=not classify(options).local)
     if settings.plan:
         from pipeline.plan import make_plan, plan_text
         window = window_for(settings)

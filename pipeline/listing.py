@@ -139,14 +139,15 @@ def list_input(input_path: str, selector: FileSelector, skip: Skip = Skip(), opt
             return listing._replace(types_skipped=tuple(sorted(set(ahead.types_skipped))))
         layout, units = stores.plan_units(store, found.path, selector)
         if on_workers:
-            return _for_workers(units, layout, counter)
+            return _for_workers(stores.by_hours(store, units), layout, counter)
         if ahead is not None:   # the walk ahead passed the budget: the workers list
-            return _for_workers(units, layout, counter, sample=ahead.entries)
+            return _for_workers(stores.by_hours(store, units), layout, counter,
+                                sample=ahead.entries)
         entries = list(layout.files)
         try:
             _list_units(store, units, entries, budget)
         except _OverBudget:
-            return _for_workers(units, layout, counter, sample=entries)
+            return _for_workers(stores.by_hours(store, units), layout, counter, sample=entries)
         listing = decide(entries, selector, skip, counter)
         return listing._replace(types_skipped=tuple(sorted(set(layout.types_skipped))))
     except UsageError:

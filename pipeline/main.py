@@ -191,7 +191,8 @@ def _run(argv, out) -> int:
             return finish(Summary.from_listing(listing.skipped, settings.mapping),
                           settings.summary_output, settings.rejects, report=settings.report)
         settings.file_stamps = listing.stamps   # each file is recorded as it completes
-        waves_by = wave_size(settings.wave_hours, settings.wave_mb, dataflow, settings.wait)
+        waves_by = wave_size(settings.wave_hours, settings.wave_mb, dataflow, settings.wait,
+                             remote=not classify(options).local)
         undated = undated_files(listing, settings.selector)
         if settings.plan:
             plan = make_plan(listing, waves_by, settings.max_events_per_second,

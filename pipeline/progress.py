@@ -60,7 +60,10 @@ def progress_line(elapsed: float, totals: Dict[str, float], files_total: int,
                   failing_since_last: Dict[str, float], now: float) -> str:
     """One progress line: files, events, rate, ETA, and failing requests if any."""
     get = lambda name: int(totals.get(name, 0))   # noqa: E731
-    parts = [f'progress {format_duration(elapsed)}: files {get(live.FILES_DONE)}/{files_total}',
+    files = f'files {get(live.FILES_DONE)}/{files_total}' if files_total else (
+        f'files {get(live.FILES_DONE)} (the workers list them: {get(live.LISTED):,} objects '
+        f'in {get(live.LIST_REQUESTS):,} LIST requests so far)')
+    parts = [f'progress {format_duration(elapsed)}: {files}',
              f'events read {get(live.READ):,}, sent {get(live.SENT):,}, '
              f'dropped {get(live.DROPPED):,}, rejected {get(live.REJECTED):,}',
              f'{events_per_second:,.0f} events/s']

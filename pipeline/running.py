@@ -26,6 +26,7 @@ from pipeline.resume import manifest_dir
 from pipeline.summary import LISTED, NOT_STARTED, Summary
 from pipeline.waves import largest_first, partitions_of
 from transforms.expand import ListOnWorkers, SkipRecorded
+from transforms.progress import LiveChannel
 from transforms.records import read_object
 
 
@@ -44,7 +45,7 @@ _WORKER_GONE = ('Socket closed', 'StatusCode.UNAVAILABLE', 'worker process exite
                 'StatusCode.CANCELLED')
 
 
-def wave_source(settings, wave, on_workers: bool):
+def wave_source(settings, wave, on_workers: bool, live=None):
     """What a wave's pipeline reads: its files, largest first, or its units, listed by the
     workers (who skip what the per-file record holds when the run skips earlier work)."""
     if not on_workers:
@@ -54,7 +55,8 @@ def wave_source(settings, wave, on_workers: bool):
         skip = SkipRecorded(settings.rejects, 'skip_done')
     elif settings.since_last_run or settings.follow:
         skip = SkipRecorded(settings.rejects, DELIVERED)
-    return ListOnWorkers(wave, settings.selector, skip, settings.store_credentials)
+    return ListOnWorkers(wave, settings.selector, skip, settings.store_credentials,
+                         live or LiveChannel())
 
 
 def after_wave(settings, wave_name: str) -> Summary:
@@ -84,6 +86,9 @@ def run_waves(settings, options, listing, waves, detached, out, runner=None, und
     summary = summary.add(Summary({LISTED[0]: listing.requests, LISTED[1]: listing.objects},
                                   settings.mapping, types_skipped=listing.types_skipped))
     on_workers = listing.on_workers
+    print(f'listing: {listing.objects:,} objects in {listing.requests:,} LIST requests'
+          + (f'; the workers list the rest: {len(listing.units):,} units' if on_workers
+             else f'; {len(listing.files):,} files to read'), file=out)
     if listing.skipped.get('skip_done'):
         print(f'resume: {listing.skipped["skip_done"]} files in partitions completed by earlier '
               f'runs are skipped', file=out)
@@ -123,7 +128,7 @@ def run_waves(settings, options, listing, waves, detached, out, runner=None, und
             ran = False   # the wave's pipeline started: its workers may have recorded files
             try:
                 last = number == len(waves) - 1
-                p = build_pipeline(settings, wave_source(settings, wave, on_workers),
+                p = build_pipeline(settings, wave_source(settings, wave, on_workers, live),
                                    job_options(settings, options, 0 if on_workers else len(wave)),
                                    wave=f'w{number}',
                                    partitions=() if on_workers else partitions_of(wave),

@@ -51,7 +51,7 @@ class Summary:
 
     @classmethod
     def from_coverage(cls, cells: Iterable[list], mapping: str = CLASSIC) -> 'Summary':
-        """A wave's coverage object (transforms/manifest.py WriteCoverageFn) as a summary."""
+        """A wave's coverage object (transforms/manifest.py WaveDoneFn) as a summary."""
         return cls({}, mapping, {(row[0], row[1]): [int(v) for v in row[2:]] for row in cells})
 
     @classmethod

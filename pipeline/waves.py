@@ -42,9 +42,10 @@ class WaveSize(NamedTuple):
 
 
 def wave_size(wave_hours: Optional[int], wave_mb: Optional[float], dataflow: bool,
-              wait: bool) -> WaveSize:
+              wait: bool, remote: Optional[bool] = None) -> WaveSize:
     """The run's waves from the options: an explicit --wave_hours or --wave_mb (0 = one wave);
-    else by volume locally and one job on Dataflow."""
+    else by volume locally, and one job where the workers may be other machines (`remote`;
+    Dataflow by default): their per-pipeline costs are not a local run's."""
     if wave_hours is not None and wave_mb is not None:
         raise UsageError('--wave_hours and --wave_mb both cut the input into waves: give one')
     if dataflow and not wait and (wave_hours or wave_mb):
@@ -53,7 +54,8 @@ def wave_size(wave_hours: Optional[int], wave_mb: Optional[float], dataflow: boo
         return WaveSize(hours=wave_hours)
     if wave_mb is not None:
         return WaveSize(bytes=int(wave_mb * MIB), files=MAX_WAVE_FILES if wave_mb else 0)
-    return WaveSize() if dataflow else WaveSize(bytes=DEFAULT_WAVE_MB * MIB, files=MAX_WAVE_FILES)
+    one_job = dataflow if remote is None else remote
+    return WaveSize() if one_job else WaveSize(bytes=DEFAULT_WAVE_MB * MIB, files=MAX_WAVE_FILES)
 
 
 def as_wave_size(size) -> WaveSize:
@@ -145,6 +147,8 @@ def unit_waves(units: List[Unit], size, sample: Optional[List[ListedFile]] = Non
     if not hourly or (not size.hours and not size.bytes):
         return [list(units)] if units else []
     start, end = min(u.start for u in hourly), max(u.end for u in hourly)
+    if not size.hours and not sample:
+        return [list(units)]   # nothing to estimate the volume from: one wave
     span = size.hours or _hours_holding(size, sample, len({u.event_type for u in hourly}))
     waves, cut = [], start
     while cut < end:
@@ -163,9 +167,9 @@ def _hours_holding(size: WaveSize, sample: Optional[List[ListedFile]], types: in
     """Hours of `types` event types that hold about `size` (bytes or files), from a sample of
     listed files: its bytes and files per event type and hour."""
     cells = {(entry[1] or event_type_from_path(entry[0]), _hour_number(entry[0]))
-             for entry in sample or ()}
-    if not sample or not cells:
-        return 24
+             for entry in sample if hour_from_path(entry[0]) is not None}
+    if not cells:
+        return 1 << 30   # no dated file to tell a rate by: one wave
     per_hour = max(1, types)
     hours = []
     if size.bytes:

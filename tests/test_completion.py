@@ -121,8 +121,9 @@ def test_a_file_whose_last_events_are_rejected_is_recorded_only_once_they_are_du
     assert json.loads((tmp_path / 'rejects' / rejects_file).read_text())['reason'] == \
         'retries_exhausted'
     assert load_records(rejects).files == {A: (10, 1.0)}
-    paths = [o.value for o in out if not hasattr(o, 'tag')]
-    assert len(paths) == 1 and paths[0].endswith('.jsonl')
+    [tallied] = [o.value for o in out]   # the bundle's tally, once its rejects are durable
+    assert tallied['reject_files'] == 1
+    assert tallied['cells'] == {('users.messages.email.Send', '2024-05-01-12'): [1, 0, 2, 0, 1, 1]}
     assert completion.current() is None
 
 

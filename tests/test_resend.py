@@ -79,7 +79,10 @@ def _resume_and_check(root, rejects, receiver, report, by_file, processes, what)
     print(f'\n{what}: {len(first):,} delivered before, {len(recorded)} of {len(by_file)} files '
           f'recorded, {len(in_progress)} in progress; resent {resent:,} (bound {bound:,})')
     assert resent <= bound
-    assert len(in_progress) <= 2 * processes + 2   # the files being sent, and a few just done
+    # in progress: the files of the batches in flight, the one being read, a few just done
+    per_file = report.eligible / len(by_file)
+    assert len(in_progress) <= processes * (IN_FLIGHT * stats['max_batch_messages_seen']
+                                            / per_file + 3)
     assert len(recorded) >= len(by_file) * len(first) / report.eligible / 2
     return resent
 

@@ -246,7 +246,7 @@ def test_a_listing_past_the_budget_is_handed_to_the_workers(tmp_path):
     found = list_input(folder, FileSelector(ALL), budget=5)
     assert found.on_workers and found.files == [] and found.sample
     kinds = sorted(u.kind for u in found.units)
-    assert kinds == ['all', 'all', 'all', 'file', 'file'] and walk._ahead is None
+    assert kinds == ['file', 'file', 'hours', 'hours', 'hours'] and walk._ahead is None
 
 
 def test_a_listing_is_nothing_when_a_process_sharing_it_fails(tmp_path, monkeypatch):

@@ -22,8 +22,8 @@ class DeliverToSegment(beam.PTransform):
     Every key is optional. Events are mapped, messages (already mapped, e.g. replayed) join
     them, all are batched within Segment's limits and sent by `sender` (or written, in a dry
     run); the rejects of every step, with those given, become JSON Lines under
-    `rejects_prefix`. Returns (the reject files written, the coverage cells of the run), so a
-    later step can depend on the rejects being durable.
+    `rejects_prefix`. Returns the rejects step's tallies (transforms/manifest.py), each emitted
+    once its bundle's rejects are durable, so a later step can depend on them.
     """
 
     def __init__(self, sender: beam.DoFn, rejects_prefix: str, message_id_prefix: str = '',

@@ -13,10 +13,11 @@ from typing import Dict, Iterator, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
 
-from transforms import counts
+from transforms import counts, progress
 from transforms.credentials import StoreCredentials
 from transforms.layout import DAY, FileSelector, hour_from_path
 from transforms.listing import Counter, Store, Unit, list_unit, store_for
+from transforms.progress import LiveChannel
 from transforms.records import Records, load_records
 
 ListedFile = Tuple[str, Optional[str], int, float]   # path, type if the path says, bytes, stamp
@@ -32,14 +33,19 @@ class SkipRecorded(NamedTuple):
 class ListUnitsFn(beam.DoFn):
     """A unit → the files a run reads in it; skipped ones counted by reason."""
 
+    reporter = progress.NO_REPORTER   # until setup()
+
     def __init__(self, selector: FileSelector, skip_recorded: Optional[SkipRecorded] = None,
-                 credentials: StoreCredentials = StoreCredentials()):
+                 credentials: StoreCredentials = StoreCredentials(),
+                 live: LiveChannel = LiveChannel()):
         self.selector = selector
         self.skip_recorded = skip_recorded
         self.credentials = credentials
+        self.live = live
 
     def setup(self):
         self.credentials.install()
+        self.reporter = self.live.reporter()
         self.stores: Dict[str, Store] = {}
         self.records: 'collections.OrderedDict[Optional[datetime.datetime], Records]' = \
             collections.OrderedDict()
@@ -79,8 +85,12 @@ class ListUnitsFn(beam.DoFn):
                 counts.counter(counts.FILES_SKIPPED, self.skip_recorded.reason).inc()
             else:
                 yield path, decision.event_type, size, stamp
-        counts.counter(counts.LIST_REQUESTS).inc(store.counter.requests - before[0])
-        counts.counter(counts.OBJECTS_LISTED).inc(store.counter.objects - before[1])
+        requests, objects = (store.counter.requests - before[0],
+                             store.counter.objects - before[1])
+        counts.counter(counts.LIST_REQUESTS).inc(requests)
+        counts.counter(counts.OBJECTS_LISTED).inc(objects)
+        self.reporter.add(progress.LIST_REQUESTS, requests)
+        self.reporter.add(progress.LISTED, objects)
 
 
 def _undated_records(rejects: str) -> Records:
@@ -98,13 +108,15 @@ class ListOnWorkers(beam.PTransform):
 
     def __init__(self, units, selector: FileSelector,
                  skip_recorded: Optional[SkipRecorded] = None,
-                 credentials: StoreCredentials = StoreCredentials()):
+                 credentials: StoreCredentials = StoreCredentials(),
+                 live: LiveChannel = LiveChannel()):
         super().__init__()
         from transforms.packing import PackedList
         self.units = PackedList(units)
         self.selector = selector
         self.skip_recorded = skip_recorded
         self.credentials = credentials
+        self.live = live
 
     def expand(self, pbegin):
         return (pbegin
@@ -112,7 +124,7 @@ class ListOnWorkers(beam.PTransform):
                 | 'Units' >> beam.FlatMap(_all_of, self.units)
                 | 'SpreadUnits' >> beam.Reshuffle()
                 | 'ListUnits' >> beam.ParDo(ListUnitsFn(self.selector, self.skip_recorded,
-                                                         self.credentials))
+                                                         self.credentials, self.live))
                 | 'SpreadFiles' >> beam.Reshuffle())
 
 

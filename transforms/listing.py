@@ -563,6 +563,32 @@ def plan_units(store: Store, root: str, selector: FileSelector) -> Tuple[Layout,
     return layout, [bounded(unit, store) for unit in layout.units]
 
 
+def by_hours(store: Store, units: Sequence[Unit]) -> List[Unit]:
+    """Whole type folders (a run without a range) as the hours they hold, so the workers can
+    list them month by month and a run can cut them into waves: one delimiter listing of each
+    folder (its hour folders' names, ~1,000 a request). What else a type folder holds is kept
+    as it is: its files, and its folders not named by an hour, listed whole."""
+    found = []
+    for unit in units:
+        if unit.kind != 'all' or unit.event_type is None:
+            found.append(unit)
+            continue
+        files, folders = store.children(unit.path)
+        hours = []
+        for folder in folders:
+            name = folder.rstrip('/').rsplit('/', 1)[-1]
+            hour = folder_hour(name[len(DATE_FOLDER):]) if name.startswith(DATE_FOLDER) else None
+            if hour is None:
+                found.append(Unit('all', folder))
+            else:
+                hours.append(hour)
+        found += [Unit('file', path, size=size, stamp=stamp) for path, size, stamp in files]
+        if hours:
+            found.append(Unit('hours', unit.path, min(hours), max(hours) + HOUR,
+                              unit.event_type))
+    return found
+
+
 def hours_present(store: Store, unit: Unit) -> List[datetime.datetime]:
     """The `date=` hours a type-folder unit holds, from its hour folders' names (delimiter
     listings, one per day of an 'hours' unit; no object below them is listed)."""

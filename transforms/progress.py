@@ -186,6 +186,8 @@ def stop_signal_for(path: Optional[str]) -> StopSignal:
 
 # Names of the live totals (the launcher's progress line reads them).
 READ, DROPPED, SENT, REJECTED, FILES_DONE = 'read', 'dropped', 'sent', 'rejected', 'files'
+# Listing on the workers (a range the launcher hands over): objects listed, LIST requests made.
+LISTED, LIST_REQUESTS = 'listed', 'list_requests'
 STATUS_PREFIX = 'status:'        # request answers by label ('200', '503', 'ConnectionError')
 FAILING_PREFIX = 'failing:'      # answers that are being retried, by label
 NEXT_RETRY = 'next_retry_at'     # wall-clock time of the next retry of a failing request

@@ -5,7 +5,8 @@ reject is written within a fraction of a second, in a small piece of its own
 (`rejects-<run id>-<wave>-<writer>-<n>.jsonl`, complete or absent, never half written), and only
 then counts as settled for its file; files whose every event is settled are then appended to
 the per-file record (transforms/completion.py). At the end of each bundle the step emits the
-bundle's coverage (per event type and hour) as data.
+bundle's tally (its files' coverage per event type and hour, the reject files it wrote) as data,
+once its rejects are durable (transforms/manifest.py).
 """
 import threading
 import uuid
@@ -17,11 +18,11 @@ from apache_beam.utils.timestamp import MAX_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import completion, counts, progress
+from transforms.manifest import tally
 from transforms.model import Reject
 from transforms.progress import LiveChannel
 from transforms.records import write_whole
 
-COVERAGE = 'coverage'
 FLUSH_LINES = 1000       # a piece is written at the latest when this many rejects wait
 _GLOBAL = beam_window.GlobalWindow()
 
@@ -118,17 +119,16 @@ class WriteRejectsFn(beam.DoFn):
             self.completion = completion.current()
         self.flush()
         done = self.completion
+        cells = {}
         if done is not None:
             counts.counter(counts.RECORDED_FILES).inc(done.recorded_files)
             counts.counter(counts.RECORDED_EVENTS).inc(done.recorded_events)
             files, events = done.unfinished()
             counts.counter(counts.UNFINISHED_FILES).inc(files)
             counts.counter(counts.UNFINISHED_EVENTS).inc(events)
-            for cell, figures in done.coverage().items():
-                yield beam.pvalue.TaggedOutput(COVERAGE, _in_global_window((cell, figures)))
+            cells = done.coverage()
             completion.end()
-        for path in self.written:
-            yield _in_global_window(path)
+        yield _in_global_window(tally(cells, len(self.written)))
 
     def teardown(self):
         completion.FLUSHER.unregister(self)
@@ -137,7 +137,8 @@ class WriteRejectsFn(beam.DoFn):
 class WriteRejects(beam.PTransform):
     """Flattens the rejects of every step and writes them under --rejects (any store).
 
-    Returns (the reject pieces written, the coverage cells of the run's bundles)."""
+    Returns the tallies of the rejects step's bundles, each emitted once its rejects are
+    durable (transforms/manifest.py sums them)."""
 
     def __init__(self, file_path_prefix: str, input_id: Optional[str] = None,
                  live: LiveChannel = LiveChannel(),
@@ -149,10 +150,8 @@ class WriteRejects(beam.PTransform):
         self.profile = profile
 
     def expand(self, reject_pcolls):
-        result = (reject_pcolls
-                  | 'AllRejects' >> beam.Flatten()
-                  | 'GlobalWindow' >> beam.WindowInto(beam_window.GlobalWindows())
-                  | 'WriteJsonLines' >> beam.ParDo(
-                      WriteRejectsFn(self.file_path_prefix, self.input_id, self.live,
-                                     self.profile)).with_outputs(COVERAGE, main='written'))
-        return result.written, result[COVERAGE]
+        return (reject_pcolls
+                | 'AllRejects' >> beam.Flatten()
+                | 'GlobalWindow' >> beam.WindowInto(beam_window.GlobalWindows())
+                | 'WriteJsonLines' >> beam.ParDo(WriteRejectsFn(
+                    self.file_path_prefix, self.input_id, self.live, self.profile)))
