@@ -182,9 +182,13 @@ def _list_units(store, units: List[Unit], entries: List[Entry], budget: int) -> 
 
 
 def _match(pattern: str) -> List[Entry]:
-    """A glob or one file, listed by Beam's filesystems (a glob is matched whole)."""
-    return [(m.path, m.size_in_bytes, m.last_updated_in_seconds)
-            for m in FileSystems.match([pattern])[0].metadata_list]
+    """A glob or one file, listed by Beam's filesystems (a glob is matched whole). An existing
+    local file is asked for by name: its path may hold `[`, `*` or `?`."""
+    if '://' not in pattern and os.path.isfile(pattern):
+        found = [FileSystems.get_filesystem(pattern).metadata(pattern)]
+    else:
+        found = FileSystems.match([pattern])[0].metadata_list
+    return [(m.path, m.size_in_bytes, m.last_updated_in_seconds) for m in found]
 
 
 def decide(entries: List[Entry], selector: FileSelector, skip: Skip = Skip(),

@@ -547,7 +547,7 @@ TEMPLATE_ENVIRONMENT = {'serviceAccountEmail', 'tempLocation', 'stagingLocation'
 def check_launch_body(body):
     """A Flex Template launch request that runs the launcher as a --since_last_run run."""
     import flex_launcher
-    from apache_beam.options.pipeline_options import PipelineOptions
+
     from pipeline.options import LOCAL_ONLY, settings_from
     launch = body['launchParameter']
     assert set(launch) == {'jobName', 'containerSpecGcsPath', 'parameters', 'environment'}

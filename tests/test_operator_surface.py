@@ -484,3 +484,122 @@ def test_ctrl_c_stops_cold_worker_processes_cleanly(tmp_path):
     assert last.startswith(f'{PROG}: stopped by SIGINT: ') and 'Traceback' not in err
     assert 0 < sent < report.eligible
     assert 'balance: read = dropped + sent + rejected + not sent (stopped) OK' in out
+
+
+# ------------------------------------------------ 4: a stop's counts, as --resume --plan sees them
+def test_a_stop_in_wave_4_of_8_counts_every_file_not_read(tmp_path):
+    """--wave_hours 6 over 48 hours: SIGINT during wave 4. The stop line, the text summary and
+    the JSON agree on the files not read, and --resume --plan lists exactly the rest."""
+    root = tmp_path / 'in'
+    generate(root, events=9600, seed=7, hours=48, events_per_file=40, other_type_files=0,
+             start_hour='2024-05-01-00')
+    with SegmentReceiver(write_key=KEY) as receiver:
+        proc = subprocess.Popen(
+            [sys.executable, '-m', 'pipeline', '--input', str(root), '--rejects',
+             str(tmp_path / 'r'), '--segment_endpoint', receiver.url, '--wave_hours', '6',
+             '--max_events_per_second', '400', '--progress_seconds', '0',
+             '--summary_output', str(tmp_path / 's.json')],
+            cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 240
+        while len(list((tmp_path / 'r' / 'manifest').glob('wave-*.json'))) < 3 \
+                and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)   # into wave 4
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    summary = summary_of(tmp_path / 's.json')
+    not_read = summary['files_not_read_stopped']
+    last = [line for line in err.splitlines() if line.startswith(f'{PROG}: stopped by')][-1]
+    assert f'{not_read:,} files not read' in last
+    assert f'{summary["unfinished_files"]:,} files part way' in last
+    assert f'{not_read} files not read' in out   # the text summary
+    plan = cli('--input', root, '--rejects', tmp_path / 'r', '--resume', '--plan')
+    assert plan.returncode == 0, plan.stderr
+    to_read = int(plan.stdout.split('files to read: ', 1)[1].split(' ', 1)[0].replace(',', ''))
+    assert to_read == not_read + summary['unfinished_files']
+    assert not_read >= 4 * 6 * 34 * 0.5   # waves 5 to 8 were never started
+
+
+# --------------------------------------------- 5: an existing path is taken as it is named
+@pytest.mark.parametrize('name', ['exp [prod]', 'exp*', 'a[1]?'])
+def test_an_existing_folder_named_with_glob_characters_is_read_literally(tmp_path, name):
+    folder = tmp_path / name
+    write_file(folder, SEND, [record(1), record(2)])
+    (tmp_path / 'exp-other').mkdir()   # what the name would match as a glob
+    write_file(tmp_path / 'exp-other', SEND, [record(3)])
+    for given in (folder, str(folder) + '/', next(folder.rglob('*.avro'))):
+        result = cli('--input', given, '--rejects', tmp_path / 'r', '--dry_run_output',
+                     tmp_path / 'b', '--summary_output', tmp_path / 's.json')
+        assert result.returncode == 0, result.stderr
+        assert summary_of(tmp_path / 's.json')['read'] == 2
+    glob = cli('--input', str(tmp_path / 'exp-o*' / '**'), '--rejects', tmp_path / 'r',
+               '--dry_run_output', tmp_path / 'b', '--summary_output', tmp_path / 's.json')
+    assert glob.returncode == 0 and summary_of(tmp_path / 's.json')['read'] == 1   # a glob
+
+
+# ------------------------------------------ 9: --follow takes a local file once it is whole
+def test_follow_waits_for_a_file_being_copied_in_and_counts_rejects_truly(tmp_path):
+    root = tmp_path / 'in'
+    write_file(root, SEND, [record(1)], date='2024-05-01-00', n=0)
+    raw = avro_bytes(SEND, [record(i) for i in range(10, 20)])
+    copying = root / Path(write_file(root, SEND, [], date='2024-05-01-01', n=1,
+                                     raw=raw[:len(raw) // 2])).relative_to(root)
+    bad = write_file(root, SEND, [], date='2024-05-01-00', n=2, raw=b'not avro at all')
+    past = time.time() - 60
+    os.utime(bad, (past, past))
+    os.utime(Path(root).rglob('*+0+0.avro').__next__(), (past, past))
+    with SegmentReceiver(write_key=KEY) as receiver:
+        proc = subprocess.Popen(
+            [sys.executable, '-m', 'pipeline', '--input', str(root), '--rejects',
+             str(tmp_path / 'r'), '--segment_endpoint', receiver.url, '--follow',
+             '--poll_seconds', '1', '--progress_seconds', '0'],
+            cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(4)                       # polls while the copy is "in progress"
+            copying.write_bytes(raw)            # the copy ends now
+            deadline = time.monotonic() + 60
+            while len(ids(receiver)) < 11 and time.monotonic() < deadline:
+                time.sleep(0.2)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert ids(receiver) == {'evt-1'} | {f'evt-{i}' for i in range(10, 20)}
+    assert 'files still being written: taken at the next poll' in out
+    assert '(+1 unreadable files)' in out       # the wave line counts the file reject
+    rejects = read_rejects(tmp_path / 'r')
+    assert [r['source'] for r in rejects] == [bad]   # no stale reject of the copied file
+
+
+# ------------------------------------------------ 10: a run that reads nothing says why
+def test_runs_that_read_nothing_say_why_in_one_line(tmp_path, classic_input):
+    root, _ = classic_input
+    later = cli('--input', root, '--rejects', tmp_path / 'r', '--dry_run_output', tmp_path / 'b',
+                '--start', '2030-01-01')
+    assert later.returncode == 2
+    line = only_line(later.stderr)
+    assert line.startswith(f'{PROG}: error: nothing to read in the range 2030-01-01-00 .. ')
+    assert 'the input holds date= hours 2024-05-01-00 .. 2024-05-01-01' in line
+    json_only = tmp_path / 'json'
+    (json_only / 'event_type=users.messages.email.Send' / 'date=2024-05-01-00').mkdir(
+        parents=True)
+    (json_only / 'event_type=users.messages.email.Send' / 'date=2024-05-01-00' / 'a.json'
+     ).write_text('{}')
+    no_avro = cli('--input', json_only, '--rejects', tmp_path / 'r', '--dry_run_output',
+                  tmp_path / 'b')
+    assert no_avro.returncode == 2
+    assert 'no Avro file of the selected event types under --input (not_avro_name 1)' in \
+        only_line(no_avro.stderr)
+    plan = cli('--input', root, '--plan', '--start', '2030-01-01')
+    assert plan.returncode == 0 and 'no date= hours' in plan.stdout and 'None' not in plan.stdout
+    with SegmentReceiver(write_key=KEY) as receiver:
+        first = cli('--input', root, '--rejects', tmp_path / 'done', '--segment_endpoint',
+                    receiver.url)
+        again = cli('--input', root, '--rejects', tmp_path / 'done', '--segment_endpoint',
+                    receiver.url, '--resume')
+        since = cli('--input', root, '--rejects', tmp_path / 'done', '--segment_endpoint',
+                    receiver.url, '--since_last_run')
+    assert first.returncode == 0 and again.returncode == 0 and since.returncode == 0
+    assert 'nothing to do: all ' in again.stdout and 'completed by earlier runs' in again.stdout
+    assert 'since_last_run: nothing new' in since.stdout

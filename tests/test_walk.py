@@ -13,7 +13,6 @@ import time
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-import pipeline.listing as listing
 import pipeline.walk as walk
 from pipeline.listing import input_pattern, list_currents_files, list_input
 from pipeline.options import settings_from
