@@ -11,6 +11,7 @@ GOOGLE_APPLICATION_CREDENTIALS at an offline `authorized_user` file holding a no
 token: the lookup succeeds at once and nothing is ever refreshed (token_uri is a closed loopback port).
 """
 import hashlib
+import gc
 import io
 import json
 import os
@@ -356,3 +357,7 @@ def test_report_written_to_and_drawn_from_gcs(gcs, bucket, tmp_path):
     assert code == 2 and ERROR_LINE.match(err.getvalue().strip())
     assert 'cannot write --report gs://c2s-no-such-bucket/report.html' in err.getvalue()
     assert not gcs.list('bodies2/', bucket=bucket)
+    # The failed upload is abandoned: no writer is left open to upload again, retrying for
+    # minutes, when it is collected.
+    from google.cloud.storage.fileio import BlobWriter
+    assert [o for o in gc.get_objects() if isinstance(o, BlobWriter) and not o.closed] == []
