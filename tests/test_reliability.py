@@ -29,6 +29,7 @@ from devtools.sample import generate
 from tests.helpers import balanced, read_rejects
 from pipeline.listing import partition_key
 from tests.conftest import run_tool
+from transforms.records import load_records
 
 KEY = 'wk_reliability-key-9931'
 ROOT = Path(__file__).resolve().parent.parent
@@ -335,7 +336,7 @@ class _WaveWatcher(io.StringIO):
         return super().write(s)
 
 
-def test_failure_mid_wave_then_resume_resends_only_unfinished_partitions(tmp_path, mid_corpus,
+def test_failure_mid_wave_then_resume_resends_only_files_not_recorded(tmp_path, mid_corpus,
                                                                         write_key):
     root, rep = mid_corpus
     rejects = ['--rejects', str(tmp_path / 'rejects')]
@@ -348,6 +349,9 @@ def test_failure_mid_wave_then_resume_resends_only_unfinished_partitions(tmp_pat
         done = set()   # partitions run 1 recorded as completed (its waves that finished)
         for m in (tmp_path / 'rejects' / 'manifest').glob('wave-*.json'):
             done.update(json.loads(m.read_text())['partitions'])
+        # ... and the files it recorded as done, those waves' and any of wave 2 finished before
+        # the key was refused (recorded as they finish)
+        recorded = set(load_records(str(tmp_path / 'rejects')).files)
         receiver.set_mode('normal')
         code, summary, text = _run(tmp_path / 'second', root, '--segment_endpoint', receiver.url,
                                    '--wave_hours', '1', '--resume', *rejects)
@@ -355,17 +359,17 @@ def test_failure_mid_wave_then_resume_resends_only_unfinished_partitions(tmp_pat
         ids = {m['messageId'] for m in receiver.messages()}
     assert code == 0, text
     done_files = [f for f in rep.files if partition_key(f) in done]
-    resent_files = [f for f in rep.files if partition_key(f) not in done]
-    assert done_files and resent_files
-    assert summary['files_skipped_by_reason']['completed_by_earlier_run'] == len(done_files)
+    resent_files = [f for f in rep.files if f not in recorded]
+    assert done_files and resent_files and set(done_files) <= recorded
+    assert summary['files_skipped_by_reason']['completed_by_earlier_run'] == len(recorded)
     assert balanced(summary) and summary['rejected'] == 0
     resent = _eligible_ids_of(resent_files)
     assert summary['sent'] == len(resent)
     assert ids == rep.eligible_ids                           # none lost, none invented
     assert _eligible_ids_of(done_files) <= first             # wave 1 was delivered by run 1
-    # Duplicates: exactly the ids of unfinished partitions that run 1 had already delivered.
-    assert stats['duplicates'] == len(first & resent) > 0
+    # Duplicates: exactly the ids of files not recorded that run 1 had already delivered.
+    assert stats['duplicates'] == len(first & resent)
     report('failure_mid_wave_then_resume', events=rep.events, eligible=rep.eligible,
-           accepted_first_run=len(first), files_skipped_on_resume=len(done_files),
+           accepted_first_run=len(first), files_skipped_on_resume=len(recorded),
            sent_on_resume=summary['sent'], duplicates=stats['duplicates'], delivered=len(ids),
            lost=len(rep.eligible_ids - ids))
