@@ -14,7 +14,6 @@ import sys
 import tempfile
 from typing import Optional, Tuple
 
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, WorkerOptions
 
 from pipeline.builder import is_dataflow
@@ -22,6 +21,7 @@ from pipeline.paths import UsageError
 from pipeline.progress import SIGNAL_NAMES
 from pipeline.runners import check_remote_key
 from pipeline.summary import Summary
+from transforms.records import write_whole
 from transforms.segment_client import SegmentConfigurationError
 from transforms.write_key import WriteKeyMissing
 
@@ -251,8 +251,7 @@ def write_summary(summary: Summary, summary_output: Optional[str]) -> bool:
     if not summary_output:
         return True
     try:
-        with FileSystems.create(summary_output) as f:
-            f.write(summary.to_json().encode('utf-8'))
+        write_whole(summary_output, summary.to_json().encode('utf-8'), 'application/json')
         return True
     except Exception as exc:  # noqa: BLE001 - any store's error: one line, details in the log
         logging.getLogger(__name__).error('writing --summary_output failed', exc_info=True)

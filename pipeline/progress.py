@@ -281,10 +281,9 @@ class StopOnSignal:
         self.marked.set()
 
     def _mark_store(self, signum: int) -> None:
-        from apache_beam.io.filesystems import FileSystems
+        from transforms.records import write_whole
         try:
-            with FileSystems.create(self.path) as f:
-                f.write(f'{signum}\n'.encode('ascii'))
+            write_whole(self.path, f'{signum}\n'.encode('ascii'), 'text/plain')
             self.marked.set()
         except Exception as exc:   # noqa: BLE001 - the runner's cancel still ends the job
             try:

@@ -24,6 +24,7 @@ from pipeline.coverage import (ALL_REJECTED, COLUMNS, HOUR, MISSING, STARTED_LAT
                                UNDATED, UNREADABLE, Gap, cells, gaps_from_summary, hour_key,
                                parse_hour)
 from pipeline.paths import UsageError
+from transforms.records import write_whole
 
 PROG = 'currents-to-segment report'
 MAX_SUMMARY_BYTES = 256 * 1024 * 1024   # far above a year of 80 types by hour (~26 MB)
@@ -183,8 +184,7 @@ def check_writable(path: str, flag: str = '--report') -> None:
         raise UsageError(f'{flag} {path} names a folder; give a file name (e.g. report.html)')
     probe = FileSystems.join(folder, f'.write-check-{uuid.uuid4().hex}')
     try:
-        with FileSystems.create(probe) as f:
-            f.write(b'')
+        write_whole(probe, b'', 'application/octet-stream')
         FileSystems.delete([probe])
     except Exception as exc:   # noqa: BLE001 - any store's error is one line
         raise UsageError(f'cannot write {flag} {path}: {_reason(exc)}') from None
@@ -192,10 +192,8 @@ def check_writable(path: str, flag: str = '--report') -> None:
 
 def write_report(path: str, page: str) -> int:
     """Writes the page (local path or store URL); its size in bytes."""
-    from apache_beam.io.filesystems import FileSystems
     data = page.encode('utf-8')
-    with FileSystems.create(path, mime_type='text/html') as f:
-        f.write(data)
+    write_whole(path, data, 'text/html')
     return len(data)
 
 

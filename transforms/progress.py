@@ -164,8 +164,10 @@ class StoreStopSignal(StopSignal):
         while not self.stopped:
             try:
                 if not announced:
-                    FileSystems.create(f'{folder}/{WORKER_PREFIX}{socket.gethostname()}-'
-                                       f'{os.getpid()}-{uuid.uuid4().hex[:6]}').close()
+                    from transforms.records import write_whole
+                    write_whole(f'{folder}/{WORKER_PREFIX}{socket.gethostname()}-'
+                                f'{os.getpid()}-{uuid.uuid4().hex[:6]}', b'',
+                                'application/octet-stream')
                     announced = True
                 self.stopped = FileSystems.exists(self.path)
             except Exception:   # noqa: BLE001 - a store hiccup only delays the next look

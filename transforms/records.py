@@ -84,16 +84,34 @@ def write_whole(path: str, data: bytes, mime_type: str = 'application/x-ndjson')
     from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.filesystems import FileSystems
     if '://' in path:
-        with FileSystems.create(path, mime_type=mime_type,
-                                compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        f = FileSystems.create(path, mime_type=mime_type,
+                               compression_type=CompressionTypes.UNCOMPRESSED)
+        try:
             f.write(data)
+            f.close()
+        except BaseException:
+            _abandon(f)
+            raise
         return
     folder, name = os.path.split(path)
+    folder = folder or '.'
     os.makedirs(folder, exist_ok=True)
     hidden = os.path.join(folder, f'.{name}.{uuid.uuid4().hex[:8]}.tmp')
     with open(hidden, 'wb') as f:
         f.write(data)
     os.replace(hidden, path)
+
+
+def _abandon(writer) -> None:
+    """A store writer whose upload failed is dropped for good. Left as it is, GCS's BlobWriter
+    (under Beam's gs:// filesystem) is still open, and closing it when it is collected uploads
+    again, retrying for up to two minutes: a run that failed at once would hang on its way out."""
+    buffer = getattr(writer, '_buffer', None)
+    try:
+        if buffer is not None:
+            buffer.close()
+    except Exception:   # noqa: BLE001 - only the retry on collection is being prevented
+        pass
 
 
 def read_object(path: str) -> bytes:

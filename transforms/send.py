@@ -10,6 +10,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from transforms import completion, counts, progress
 from transforms.model import SegmentBatch
 from transforms.progress import LiveChannel
+from transforms.records import write_whole
 from transforms.segment_client import (SegmentClient, sent_at_now, shared_rate_limiter)
 from transforms.write_key import WriteKeySource
 
@@ -79,8 +80,8 @@ class WriteRequestBodiesFn(beam.DoFn):
             return []
         digest = hashlib.sha1('\n'.join(m.message_id for m in batch.messages).encode()).hexdigest()
         path = FileSystems.join(self.output_dir, f'batch-{digest[:20]}.json')
-        with FileSystems.create(path, mime_type='application/json') as f:
-            f.write(batch.body(sent_at_now() if self.sent_at else None))
+        write_whole(path, batch.body(sent_at_now() if self.sent_at else None),
+                    'application/json')
         _count_sent(batch.messages)
         self.reporter.add(progress.SENT, len(batch.messages))
         return []
