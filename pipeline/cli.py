@@ -251,7 +251,8 @@ def write_summary(summary: Summary, summary_output: Optional[str]) -> bool:
     if not summary_output:
         return True
     try:
-        write_whole(summary_output, summary.to_json().encode('utf-8'), 'application/json')
+        write_whole(summary_output, summary.to_json().encode('utf-8'), 'application/json',
+                    in_place=True)
         return True
     except Exception as exc:  # noqa: BLE001 - any store's error: one line, details in the log
         logging.getLogger(__name__).error('writing --summary_output failed', exc_info=True)

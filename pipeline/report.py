@@ -193,7 +193,7 @@ def check_writable(path: str, flag: str = '--report') -> None:
 def write_report(path: str, page: str) -> int:
     """Writes the page (local path or store URL); its size in bytes."""
     data = page.encode('utf-8')
-    write_whole(path, data, 'text/html')
+    write_whole(path, data, 'text/html', in_place=True)
     return len(data)
 
 

@@ -7,6 +7,7 @@ import os
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -242,6 +243,7 @@ def test_summary_output_failing_at_the_end_is_one_line_naming_the_log(tmp_path, 
         result = cli('--input', root, '--rejects', tmp_path / 'r', '--segment_endpoint',
                      receiver.url, '--summary_output', '/dev/full')
         assert ids(receiver) == report.eligible_ids   # everything was sent first
+    assert stat.S_ISCHR(os.stat('/dev/full').st_mode)   # written as named, never replaced
     assert result.returncode == 1
     line = only_line(result.stderr)
     assert line.startswith(f'{PROG}: error: cannot write --summary_output /dev/full: OSError: '

@@ -76,7 +76,8 @@ def is_record_object(path: str) -> bool:
     return name.endswith(SUFFIX) or name.endswith(GZ_SUFFIX)
 
 
-def write_whole(path: str, data: bytes, mime_type: str = 'application/x-ndjson') -> None:
+def write_whole(path: str, data: bytes, mime_type: str = 'application/x-ndjson',
+                in_place: bool = False) -> None:
     """An object written so that it is seen complete or not at all: object stores publish an
     upload only once it is complete; a local file is written under a hidden name and renamed
     (complete for any process once renamed, even if this one is killed; like Beam's own file
@@ -96,6 +97,10 @@ def write_whole(path: str, data: bytes, mime_type: str = 'application/x-ndjson')
     folder, name = os.path.split(path)
     folder = folder or '.'
     os.makedirs(folder, exist_ok=True)
+    if in_place:   # a file the user named (--summary_output, --report): written as named,
+        with open(path, 'wb') as f:   # never replaced (it may be a link or a device)
+            f.write(data)
+        return
     hidden = os.path.join(folder, f'.{name}.{uuid.uuid4().hex[:8]}.tmp')
     with open(hidden, 'wb') as f:
         f.write(data)
